@@ -1,0 +1,3 @@
+from agentark.cli import app
+
+app()

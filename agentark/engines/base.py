@@ -1,0 +1,57 @@
+"""The one interface every generation backend implements.
+
+Multi-agent systems only ever talk to an :class:`Engine`: a batch of chat conversations in, one
+:class:`Completion` per conversation out. Keeping it this small is what lets the same debate run on
+transformers, vLLM or any OpenAI-compatible server, and lets teacher and student be different models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+Message = dict[str, str]
+"""A chat message, ``{"role": "system"|"user"|"assistant", "content": str}`` (OpenAI / TRL style)."""
+
+Conversation = list[Message]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Decoding settings shared by all engines (names follow vLLM / OpenAI)."""
+
+    temperature: float = 0.7
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    seed: int | None = None
+    # Forces exactly max_new_tokens per completion (EOS is ignored). Only benchmarks use it, so that
+    # a naive loop and a batched run do the same amount of work.
+    ignore_eos: bool = False
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One generated answer plus the accounting every later stage needs (tokens, latency)."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    # Wall time the caller waited for this completion. In a batch every member waits for the whole
+    # batch, so members share the batch's latency: that is the latency a user of the batch sees.
+    latency_s: float
+    finish_reason: str = "stop"  # "stop" | "length"
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """Generates completions for a batch of conversations."""
+
+    model_id: str
+
+    def generate(self, conversations: list[Conversation], sampling: SamplingParams) -> list[Completion]:
+        """Return one completion per conversation, in order. Implementations batch internally."""
+        ...

@@ -1,0 +1,88 @@
+"""The generate stage: a system over a task's questions, saved chunk by chunk, resumable.
+
+Questions go through the system in chunks (every agent x question of a chunk's round is one engine
+call); each finished chunk is appended to the trace store before the next starts. Killing the run
+loses at most the chunk in flight, and re-running the same command skips finished ids.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+from agentark.config import GenerateConfig
+from agentark.engines import Engine, SamplingParams, get_engine
+from agentark.mas import RunContext, get_system
+from agentark.tasks import Task, get_task
+from agentark.traces.store import TraceStore, write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.json"
+
+
+class RunConfigMismatch(ValueError):
+    """The output dir holds traces made with different settings; mixing them would be silent corruption."""
+
+
+def check_run_dir(config: GenerateConfig) -> None:
+    """Refuse to append to a run made with other settings; record this run's settings otherwise."""
+    path = Path(config.out) / CONFIG_FILE
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if stored.get("config_hash") != config.config_hash():
+            raise RunConfigMismatch(
+                f"{config.out} holds traces made with different settings (config hash {stored.get('config_hash')} "
+                f"!= {config.config_hash()}); use another --out, or the same settings to resume"
+            )
+    Path(config.out).mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, {"config_hash": config.config_hash(), "config": config.model_dump()})
+
+
+def chunk_seed(seed: int, item_ids: list[str]) -> int:
+    """A sampling seed fixed by the run seed and the chunk's questions, so a resumed chunk samples alike."""
+    return zlib.crc32(("|".join(item_ids) + f"#{seed}").encode())
+
+
+def generate(
+    config: GenerateConfig,
+    engine: Engine | None = None,
+    task: Task | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> TraceStore:
+    """Run ``config.system`` on the first ``config.n`` questions, appending to ``<out>/traces.jsonl``."""
+    task = task or get_task(config.task, **config.task_options)
+    system = get_system(config.system, **config.system_options())
+    check_run_dir(config)
+    store = TraceStore(config.out)
+    items = task.items(config.split, config.n)
+    todo = [item for item in items if item.id not in store.done_ids]
+    logger.info("%s: %d of %d questions done, %d to go", config.out, len(items) - len(todo), len(items), len(todo))
+    if on_progress:
+        on_progress(len(items) - len(todo), len(items))
+    if not todo:
+        return store
+    engine = engine or get_engine(config.engine, config.model, **_engine_options(config))
+    for start in range(0, len(todo), config.chunk_size):
+        chunk = todo[start : start + config.chunk_size]
+        sampling = SamplingParams(
+            temperature=config.temperature,
+            top_p=config.top_p,
+            max_new_tokens=config.max_new_tokens,
+            seed=chunk_seed(config.seed, [item.id for item in chunk]),
+        )
+        ctx = RunContext(task=task, engine=engine, sampling=sampling, config_hash=config.config_hash())
+        store.append(system.run(ctx, chunk))
+        if on_progress:
+            on_progress(len(items) - len(todo) + start + len(chunk), len(items))
+    return store
+
+
+def _engine_options(config: GenerateConfig) -> dict:
+    options = dict(config.engine_options)
+    if config.engine == "hf":
+        options.setdefault("batch_size", config.batch_size)
+    return options

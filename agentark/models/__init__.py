@@ -1,0 +1,9 @@
+"""Models: turn a name (model pack, local path, hub id) into a tokenizer and a PyTorch model."""
+
+from agentark.models.loading import load_model, load_tokenizer, pick_device, pick_dtype, resolve_model
+from agentark.models.packs import DEFAULT_MODEL, MODEL_PACKS, TEST_MODEL, ModelPackError, materialize_pack, pack_files, pack_sha256
+
+__all__ = [
+    "DEFAULT_MODEL", "MODEL_PACKS", "TEST_MODEL", "ModelPackError", "load_model", "load_tokenizer",
+    "materialize_pack", "pack_files", "pack_sha256", "pick_device", "pick_dtype", "resolve_model",
+]

@@ -1,0 +1,216 @@
+"""Debate traces -> supervised samples for one student model (TRL conversational prompt-completion).
+
+The student must answer in a single generation from the plain question, so every sample's prompt
+is the round-0 question prompt exactly as the agents saw it, never a debate follow-up; what it
+learns from the debate is only in the completion (a verified-correct final-round reasoning text).
+
+Three strategies, after the AgentArk paper:
+
+* ``rsft`` (reasoning-enhanced SFT / rejection sampling): one (or every) correct final-round
+  trajectory per verified-correct question, preferring *corrective* ones (wrong earlier, right at the
+  end), which carry the self-correction the debate produced.
+* ``da`` (trajectory augmentation): up to ``k`` correct final trajectories per question that are
+  structurally different, so the student sees several distinct ways to the same answer.
+* ``sft`` (answer-only baseline): the gold answer alone, no reasoning.
+
+Everything here is a pure function of the traces: same traces, same samples, same order.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal
+
+from agentark.traces.schema import AgentTurn, QuestionTrace
+
+Sample = dict[str, Any]
+PerQuestion = Literal["one", "all"]
+
+ANSWER_ONLY_TEMPLATE = "The answer is \\boxed{{{gold}}}."
+"""Answer-only target; ``\\boxed{}`` because that is the answer format the tasks ask for."""
+
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_WORD = re.compile(r"\w+")
+
+
+# --- samples -------------------------------------------------------------------------------------
+
+
+def question_messages(trace: QuestionTrace, agent: int | None = None) -> list[dict[str, str]]:
+    """The round-0 conversation (the plain question prompt) of ``agent``, or of the first agent."""
+    first_round = trace.round_turns(0)
+    if not first_round:
+        raise ValueError(f"trace {trace.item_id!r} has no round-0 solver turn")
+    turn = next((t for t in first_round if t.agent == agent), first_round[0])
+    if not turn.messages or turn.messages[-1].get("role") != "user":
+        raise ValueError(f"trace {trace.item_id!r}: the round-0 prompt does not end with a user message")
+    return [dict(m) for m in turn.messages]
+
+
+def make_sample(
+    trace: QuestionTrace, completion: str, strategy: str, agent: int | None, round_: int | None, corrective: bool
+) -> Sample:
+    """One TRL conversational prompt-completion record plus the metadata columns."""
+    return {
+        "prompt": question_messages(trace, agent),
+        "completion": [{"role": "assistant", "content": completion}],
+        "item_id": trace.item_id,
+        "strategy": strategy,
+        "agent": agent,
+        "round": round_,
+        "corrective": corrective,
+    }
+
+
+def _turn_sample(trace: QuestionTrace, turn: AgentTurn, strategy: str) -> Sample:
+    return make_sample(trace, turn.text, strategy, turn.agent, turn.round, is_corrective(trace, turn.agent))
+
+
+# --- which trajectories are good -----------------------------------------------------------------
+
+
+def is_corrective(trace: QuestionTrace, agent: int) -> bool:
+    """The agent was wrong in some earlier round and right in its final one: a self-correction."""
+    turns = trace.agent_turns(agent)
+    return bool(turns) and turns[-1].correct and any(not t.correct for t in turns[:-1])
+
+
+def majority_answer(turns: Sequence[AgentTurn]) -> str | None:
+    """Most common non-empty answer; ties go to the lowest agent (turns are in agent order)."""
+    counts = Counter(t.answer for t in turns if t.answer is not None)
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def ranked_correct_finals(trace: QuestionTrace) -> list[AgentTurn]:
+    """Correct final-round solver turns, best target first.
+
+    Order: corrective trajectories, then those agreeing with the final-round majority, then the lowest
+    agent index (a deterministic tie-break, so rebuilding the data never changes it).
+    """
+    finals = trace.final_turns()
+    majority = majority_answer(finals)
+    correct = [t for t in finals if t.correct]
+    return sorted(correct, key=lambda t: (not is_corrective(trace, t.agent), t.answer != majority, t.agent))
+
+
+# --- structural diversity (for DA) ---------------------------------------------------------------
+
+
+def _jaccard(a: frozenset[Any], b: frozenset[Any]) -> float:
+    return 1.0 if not a and not b else len(a & b) / len(a | b)
+
+
+def structure_signature(text: str) -> tuple[frozenset[str], frozenset[tuple[str, ...]]]:
+    """What a solution computes and how it says it: its numbers and its word 3-grams."""
+    numbers = frozenset(n.replace(",", "") for n in _NUMBER.findall(text))
+    words = [w.lower() for w in _WORD.findall(text)]
+    trigrams = frozenset(zip(words, words[1:], words[2:]))
+    return numbers, trigrams
+
+
+def structure_distance(a: str, b: str) -> float:
+    """0 (same numbers and wording) .. 1 (nothing shared); the mean of two Jaccard distances."""
+    (nums_a, grams_a), (nums_b, grams_b) = structure_signature(a), structure_signature(b)
+    return 1.0 - (_jaccard(nums_a, nums_b) + _jaccard(grams_a, grams_b)) / 2
+
+
+def select_diverse(texts: Sequence[str], k: int) -> list[int]:
+    """Greedy farthest-point choice of up to ``k`` indices, starting from index 0 (the preferred one).
+
+    Each step adds the candidate farthest from everything chosen (ties: earliest, i.e. best ranked).
+    A candidate at distance 0 from a chosen one is a structural duplicate and is never taken.
+    """
+    if not texts or k < 1:
+        return []
+    chosen = [0]
+    while len(chosen) < k:
+        remaining = [i for i in range(len(texts)) if i not in chosen]
+        gaps = {i: min(structure_distance(texts[i], texts[j]) for j in chosen) for i in remaining}
+        best = max(remaining, key=lambda i: gaps[i], default=None)  # max keeps the first of equals
+        if best is None or gaps[best] == 0.0:
+            break
+        chosen.append(best)
+    return chosen
+
+
+# --- builders ------------------------------------------------------------------------------------
+
+
+def build_rsft(traces: Iterable[QuestionTrace], per_question: PerQuestion = "one") -> list[Sample]:
+    """Correct final-round trajectories of questions whose final answer is verified correct."""
+    if per_question not in ("one", "all"):
+        raise ValueError(f"per_question must be 'one' or 'all', got {per_question!r}")
+    samples = []
+    for trace in traces:
+        if not trace.final_correct:
+            continue
+        ranked = ranked_correct_finals(trace)
+        chosen = ranked if per_question == "all" else ranked[:1]
+        samples.extend(_turn_sample(trace, turn, "rsft") for turn in chosen)
+    return samples
+
+
+def build_da(traces: Iterable[QuestionTrace], k: int = 3) -> list[Sample]:
+    """Up to ``k`` structurally different correct trajectories per question with >= 2 correct agents."""
+    if k not in (1, 2, 3):
+        raise ValueError(f"k must be 1, 2 or 3, got {k}")
+    samples = []
+    for trace in traces:
+        ranked = ranked_correct_finals(trace)
+        if len(ranked) < 2:
+            continue
+        picked = select_diverse([t.text for t in ranked], k)
+        samples.extend(_turn_sample(trace, ranked[i], "da") for i in picked)
+    return samples
+
+
+def build_answer_only(traces: Iterable[QuestionTrace]) -> list[Sample]:
+    """Question -> gold answer, no reasoning: the baseline that isolates what the reasoning adds."""
+    return [
+        make_sample(trace, ANSWER_ONLY_TEMPLATE.format(gold=trace.gold), "sft", None, None, False)
+        for trace in traces
+    ]
+
+
+BUILDERS: dict[str, Callable[..., list[Sample]]] = {"rsft": build_rsft, "da": build_da, "sft": build_answer_only}
+
+
+def build_samples(strategy: str, traces: Iterable[QuestionTrace], **opts: Any) -> list[Sample]:
+    """Run the named builder; unknown names fail with the list of known ones."""
+    try:
+        builder = BUILDERS[strategy]
+    except KeyError:
+        raise ValueError(f"unknown distillation strategy {strategy!r}; use one of {', '.join(BUILDERS)}") from None
+    return builder(traces, **opts)
+
+
+def to_dataset(samples: Sequence[Sample]):
+    """Samples as a ``datasets.Dataset`` for TRL; an empty set is an error, not a silent no-op run."""
+    from datasets import Dataset
+
+    if not samples:
+        raise ValueError("no training samples: the strategy kept no question from these traces")
+    return Dataset.from_list(list(samples))
+
+
+def build_dataset(strategy: str, traces: Iterable[QuestionTrace], **opts: Any):
+    """:func:`build_samples` as a ``datasets.Dataset`` ready for TRL's ``SFTTrainer``."""
+    return to_dataset(build_samples(strategy, traces, **opts))
+
+
+def dataset_stats(samples: Sequence[Sample], tokenizer: Any = None) -> dict[str, Any]:
+    """Size and shape of a distillation set, for the manifest and for comparing strategies."""
+    completions = [s["completion"][-1]["content"] for s in samples]
+    n = len(samples)
+    stats: dict[str, Any] = {
+        "questions": len({s["item_id"] for s in samples}),
+        "samples": n,
+        "corrective_share": sum(bool(s["corrective"]) for s in samples) / n if n else 0.0,
+        "mean_completion_chars": sum(map(len, completions)) / n if n else 0.0,
+    }
+    if tokenizer is not None:
+        lengths = [len(tokenizer(c, add_special_tokens=False)["input_ids"]) for c in completions]
+        stats["mean_completion_tokens"] = sum(lengths) / n if n else 0.0
+    return stats

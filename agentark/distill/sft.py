@@ -1,0 +1,210 @@
+"""Supervised distillation: debate traces -> (RSFT | DA | answer-only) samples -> TRL ``SFTTrainer``.
+
+The data are TRL conversational prompt-completion records, so TRL renders them with the model's own
+chat template and puts the loss on the completion tokens only (prompt tokens get label -100); no
+``{% generation %}`` assistant-mask template is needed. LoRA by default (cheap, and the adapter is
+kept next to the merged model); ``use_lora=False`` fine-tunes every weight.
+
+Re-running with the same traces and settings is a no-op: the output's manifest fingerprint covers the
+training data and every setting that changes the weights.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from agentark.config import StageConfig
+from agentark.distill.data import Sample, build_samples, dataset_stats, to_dataset
+from agentark.distill.training import (
+    canonical_hash,
+    clear_manifest,
+    data_hash,
+    is_up_to_date,
+    loss_curve,
+    lora_config,
+    save_student,
+    training_dtype_device,
+    write_manifest,
+)
+from agentark.models.loading import load_tokenizer, resolve_model
+from agentark.models.packs import DEFAULT_MODEL
+from agentark.traces.store import read_traces
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+"""``progress(step, total_steps)``, called after every optimiser step (e.g. to drive a rich bar)."""
+
+LORA_LEARNING_RATE = 2e-4
+FULL_LEARNING_RATE = 1e-5
+"""Defaults when ``learning_rate`` is not given: LoRA adapters want ~10x the rate of full fine-tuning."""
+
+
+class SFTDistillConfig(StageConfig):
+    """``agentark distill --strategy rsft|da|sft``: settings of one supervised distillation run."""
+
+    # Not part of the fingerprint: where things go, re-run policy, logging, and the traces path (the
+    # data hash already covers the trace content, so a moved run directory does not force retraining).
+    operational_fields: ClassVar[frozenset[str]] = frozenset(
+        {"out", "force", "traces", "report_to", "logging_steps", "activation_checkpointing"}
+    )
+
+    strategy: Literal["rsft", "da", "sft"] = "rsft"
+    traces: str = Field(description="Run directory or traces.jsonl of the multi-agent run to distil.")
+    model: str = Field(DEFAULT_MODEL, description="Student to start from: pack name, local dir or hub id.")
+    out: str = "students/student"
+    per_question: Literal["one", "all"] = Field("one", description="rsft: one trajectory per question, or all correct.")
+    k: int = Field(3, ge=1, le=3, description="da: trajectories per question.")
+    use_lora: bool = True
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    learning_rate: float | None = Field(None, gt=0.0, description="Default: 2e-4 with LoRA, 1e-5 without.")
+    num_train_epochs: float = Field(2.0, gt=0.0)
+    max_steps: int = Field(-1, description="If > 0, stop after this many optimiser steps (overrides epochs).")
+    per_device_train_batch_size: int = Field(8, ge=1)
+    gradient_accumulation_steps: int = Field(2, ge=1)
+    max_length: int = Field(512, ge=16, description="Tokens per sample (prompt + completion); longer ones are cut.")
+    seed: int = 0
+    activation_checkpointing: bool = Field(False, description="Recompute activations: less memory, ~20% slower.")
+    report_to: str = "none"
+    logging_steps: int = Field(5, ge=1)
+    force: bool = False
+
+    @model_validator(mode="after")
+    def _default_learning_rate(self) -> SFTDistillConfig:
+        """Resolve the rate now, so the fingerprint and the manifest hold the value actually used."""
+        if self.learning_rate is None:
+            self.learning_rate = LORA_LEARNING_RATE if self.use_lora else FULL_LEARNING_RATE
+        return self
+
+    def builder_options(self) -> dict[str, Any]:
+        """The options of this strategy's sample builder (the others' options do not apply)."""
+        return {"rsft": {"per_question": self.per_question}, "da": {"k": self.k}, "sft": {}}[self.strategy]
+
+
+def fingerprint(config: SFTDistillConfig, samples: list[Sample]) -> str:
+    """What decides the student's weights: the training data, the settings, the starting model."""
+    return canonical_hash({"config": config.config_hash(), "data": data_hash(samples), "base_model": config.model})
+
+
+def _progress_callback(progress: Progress):
+    """A transformers ``TrainerCallback`` that reports each optimiser step to ``progress``."""
+    from transformers import TrainerCallback
+
+    class _StepProgress(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            progress(state.global_step, state.max_steps)
+
+    return _StepProgress()
+
+
+def build_trainer(config: SFTDistillConfig, dataset: Any, tokenizer: Any, progress: Progress | None = None):
+    """The TRL ``SFTTrainer`` for ``config`` on ``dataset``, ready to ``train()``.
+
+    Separate from :func:`train_sft` so tests can inspect exactly the batches training would see.
+    """
+    from transformers import AutoModelForCausalLM, set_seed
+    from trl import SFTConfig, SFTTrainer
+
+    # SFTTrainer wraps the model in LoRA before Trainer.__init__ seeds, so seed here for a
+    # reproducible adapter initialisation.
+    set_seed(config.seed)
+    dtype, device = training_dtype_device()
+    model = AutoModelForCausalLM.from_pretrained(resolve_model(config.model), dtype=dtype, use_safetensors=True)
+    args = SFTConfig(
+        output_dir=config.out,  # Trainer creates it; nothing else is written there (save_strategy="no")
+        save_strategy="no",
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        max_length=config.max_length,
+        completion_only_loss=True,
+        seed=config.seed,
+        bf16=device == "cuda",  # TRL defaults bf16 to True, even on CPU
+        # TRL defaults the deprecated alias gradient_checkpointing to True; the new name overrides it.
+        activation_checkpointing=config.activation_checkpointing,
+        dataloader_pin_memory=device == "cuda",
+        logging_steps=config.logging_steps,
+        logging_first_step=True,  # a loss point even for runs shorter than logging_steps
+        report_to=config.report_to,
+    )
+    peft_config = lora_config(config.lora_r, config.lora_alpha, config.lora_dropout) if config.use_lora else None
+    return SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[_progress_callback(progress)] if progress else None,
+    )
+
+
+def check_cut_samples(train_dataset: Any, n_samples: int, max_length: int) -> None:
+    """TRL cuts samples to ``max_length`` silently: say how many lost their end or were dropped whole."""
+    lengths = [len(ids) for ids in train_dataset["input_ids"]]
+    if not lengths:
+        raise ValueError(f"max_length={max_length} leaves no completion token in any sample; raise max_length")
+    dropped = n_samples - len(lengths)
+    cut = sum(n >= max_length for n in lengths)
+    if dropped or cut:
+        logger.warning("max_length=%d: %d of %d samples cut short (the student never sees their end), %d dropped "
+                       "(prompt alone fills max_length); consider a larger max_length", max_length, cut, n_samples,
+                       dropped)
+
+
+def _versions() -> dict[str, str]:
+    import peft
+    import torch
+    import transformers
+    import trl
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
+            "peft": peft.__version__}
+
+
+def train_sft(config: SFTDistillConfig, progress: Progress | None = None) -> Path:
+    """Distil ``config.traces`` into a student at ``config.out``; returns that directory.
+
+    If ``out`` already holds a student with the same fingerprint (and not ``force``) nothing is
+    trained. The previous manifest is removed before training, so an interrupted run never looks done.
+    """
+    traces = list(read_traces(config.traces))
+    samples = build_samples(config.strategy, traces, **config.builder_options())
+    dataset = to_dataset(samples)
+    out = Path(config.out)
+    fp = fingerprint(config, samples)
+    if not config.force and is_up_to_date(out, fp):
+        logger.info("%s is up to date (fingerprint %s); nothing to train (use force to retrain)", out, fp[:12])
+        return out
+
+    tokenizer = load_tokenizer(config.model)
+    stats = dataset_stats(samples, tokenizer)
+    logger.info("distilling %s: %d samples from %d of %d questions (%.0f%% corrective)", config.strategy,
+                stats["samples"], stats["questions"], len(traces), 100 * stats["corrective_share"])
+    clear_manifest(out)
+    trainer = build_trainer(config, dataset, tokenizer, progress)
+    check_cut_samples(trainer.train_dataset, len(samples), config.max_length)
+    result = trainer.train()
+    save_student(trainer.model, tokenizer, out, merge=True)
+    write_manifest(out, {
+        "fingerprint": fp,
+        "strategy": config.strategy,
+        "data_hash": data_hash(samples),
+        "traces": {"source": str(config.traces), "questions": len(traces)},
+        "base_model": config.model,
+        "config": config.model_dump(),
+        "dataset": stats,
+        "train": {"loss_curve": loss_curve(trainer.state.log_history), "metrics": result.metrics,
+                  "global_step": trainer.state.global_step},
+        "versions": _versions(),
+    })
+    logger.info("student saved to %s (final train loss %.4f)", out, result.training_loss)
+    return out

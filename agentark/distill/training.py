@@ -1,0 +1,112 @@
+"""Plumbing every distillation trainer shares (SFT here, the PAD/GRPO trainer too).
+
+A trained student is a directory that loads like any Hugging Face model (merged safetensors +
+tokenizer), with the LoRA adapter kept in ``adapter/`` and a ``manifest.json`` that records what
+made it. The manifest is written last, so its presence means the directory is complete, and its
+``fingerprint`` lets a re-run with identical inputs return at once instead of retraining.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from agentark.traces.store import write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_FILE = "manifest.json"
+ADAPTER_DIR = "adapter"
+
+
+def lora_config(r: int = 16, alpha: int = 32, dropout: float = 0.05, target_modules: str | list[str] = "all-linear"):
+    """A causal-LM LoRA config; ``all-linear`` adapts every linear layer except the output head."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, bias="none", task_type="CAUSAL_LM"
+    )
+
+
+def canonical_hash(obj: Any) -> str:
+    """Full SHA-256 of canonical JSON (sorted keys, no whitespace): equal content, equal hash anywhere."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def data_hash(samples: Sequence[Mapping[str, Any]]) -> str:
+    """Identity of a training set, order included (order is part of what the trainer sees)."""
+    return canonical_hash(list(samples))
+
+
+def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:
+    """The manifest of a finished student, or ``None`` when there is none (or it is unreadable)."""
+    path = Path(out_dir) / MANIFEST_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError:
+        logger.warning("%s is not valid JSON; treating %s as not trained", path, out_dir)
+        return None
+
+
+def write_manifest(out_dir: str | Path, manifest: Mapping[str, Any]) -> Path:
+    """Write the manifest atomically; call it last, once the weights are saved."""
+    path = Path(out_dir) / MANIFEST_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, dict(manifest))
+    return path
+
+
+def clear_manifest(out_dir: str | Path) -> None:
+    """Mark ``out_dir`` as unfinished before overwriting it, so a crash mid-way never looks done."""
+    (Path(out_dir) / MANIFEST_FILE).unlink(missing_ok=True)
+
+
+def is_up_to_date(out_dir: str | Path, fingerprint: str) -> bool:
+    """True when ``out_dir`` holds a finished student made from exactly these inputs."""
+    manifest = read_manifest(out_dir)
+    return manifest is not None and manifest.get("fingerprint") == fingerprint
+
+
+def save_student(model: Any, tokenizer: Any, out_dir: str | Path, merge: bool = True) -> Path:
+    """Save a trained model so ``--model out_dir`` loads it like any HF model directory.
+
+    A PEFT model's adapter goes to ``out_dir/adapter`` (small, reusable on the base model); with
+    ``merge`` the adapter is also folded into the base weights and the full model saved to
+    ``out_dir`` (the adapter-only form needs peft at load time, the merged one does not). A plain
+    (fully fine-tuned) model is saved to ``out_dir`` as is, and a stale adapter from an earlier LoRA
+    run there is removed. The tokenizer always goes to ``out_dir``. Merging modifies ``model`` in
+    place; call this once training is over.
+    """
+    from peft import PeftModel
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if isinstance(model, PeftModel):
+        model.save_pretrained(out_dir / ADAPTER_DIR)
+        if merge:
+            model.merge_and_unload().save_pretrained(out_dir, safe_serialization=True)
+    else:
+        shutil.rmtree(out_dir / ADAPTER_DIR, ignore_errors=True)
+        model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def training_dtype_device() -> tuple[Any, str]:
+    """bf16 on CUDA (fast, no loss scaling); fp32 on CPU, where bf16 matmuls are slow or emulated."""
+    import torch
+
+    return (torch.bfloat16, "cuda") if torch.cuda.is_available() else (torch.float32, "cpu")
+
+
+def loss_curve(log_history: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]:
+    """``(step, loss)`` points from a Trainer's ``state.log_history`` (the final summary row excluded)."""
+    return [{"step": row["step"], "loss": row["loss"]} for row in log_history if "loss" in row and "step" in row]

@@ -1,0 +1,190 @@
+"""Traces -> distillation samples: which trajectory is chosen, and the exact prompt/completion split."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentark.distill.data import (
+    BUILDERS,
+    build_answer_only,
+    build_da,
+    build_dataset,
+    build_rsft,
+    dataset_stats,
+    select_diverse,
+    structure_distance,
+)
+from agentark.traces.schema import AgentTurn, QuestionTrace
+
+GOLD = "11"
+FOLLOW_UP = "These are the solutions to the problem from other agents: ... Can you give an updated answer?"
+
+
+def question_prompt(item_id: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"[{item_id}] What is 3 + 4 * 2? Put the final answer in \\boxed{{}}."}]
+
+
+def default_text(agent: int, round_: int, answer: str | None) -> str:
+    return f"Agent {agent} round {round_}: 4 * 2 = 8, 3 + 8 = {answer}. The answer is \\boxed{{{answer}}}."
+
+
+def make_trace(
+    item_id: str,
+    rounds: list[list[str | None]],
+    texts: dict[tuple[int, int], str] | None = None,
+    correct_answers: frozenset[str] = frozenset({GOLD}),
+    final_correct: bool | None = None,
+) -> QuestionTrace:
+    """A debate trace from ``rounds[r][a]`` = agent a's answer in round r.
+
+    Round 0 sees the plain question; later rounds see question + own answer + a follow-up, as in
+    the debate system. ``texts[(round, agent)]`` overrides a turn's text. ``final_correct`` defaults
+    to "some final-round agent is correct".
+    """
+    texts = texts or {}
+    turns = []
+    for r, answers in enumerate(rounds):
+        for a, answer in enumerate(answers):
+            messages = question_prompt(item_id)
+            if r > 0:
+                messages += [{"role": "assistant", "content": texts.get((r - 1, a), default_text(a, r - 1, rounds[r - 1][a]))},
+                             {"role": "user", "content": FOLLOW_UP}]
+            turns.append(AgentTurn(agent=a, round=r, messages=messages, text=texts.get((r, a), default_text(a, r, answer)),
+                                   answer=answer, correct=answer in correct_answers))
+    final = [t for t in turns if t.round == len(rounds) - 1]
+    return QuestionTrace(
+        task="arithmetic", item_id=item_id, question="What is 3 + 4 * 2?", gold=GOLD, system="debate", model_id="m",
+        config_hash="h", n_agents=len(rounds[0]), n_rounds=len(rounds), turns=turns, final_answer=GOLD,
+        final_correct=any(t.correct for t in final) if final_correct is None else final_correct,
+    )
+
+
+def expected(trace: QuestionTrace, agent: int, round_: int, corrective: bool, strategy: str) -> dict:
+    turn = next(t for t in trace.turns if t.agent == agent and t.round == round_)
+    return {
+        "prompt": question_prompt(trace.item_id),
+        "completion": [{"role": "assistant", "content": turn.text}],
+        "item_id": trace.item_id, "strategy": strategy, "agent": agent, "round": round_, "corrective": corrective,
+    }
+
+
+# --- RSFT ----------------------------------------------------------------------------------------
+
+
+def test_rsft_prefers_the_corrective_trajectory():
+    trace = make_trace("q1", [[GOLD, "7", GOLD], [GOLD, GOLD, GOLD]])  # agent 1: wrong -> right
+    assert build_rsft([trace]) == [expected(trace, 1, 1, True, "rsft")]
+
+
+def test_rsft_prompt_is_the_round0_question_not_the_debate_follow_up():
+    trace = make_trace("q1", [["7", GOLD], [GOLD, GOLD]])
+    [sample] = build_rsft([trace])
+    round0, final = trace.round_turns(0)[0], trace.round_turns(1)[0]
+    assert sample["prompt"] == round0.messages
+    assert sample["prompt"] != final.messages and len(final.messages) == 3
+    assert sample["completion"] == [{"role": "assistant", "content": final.text}]
+
+
+def test_rsft_falls_back_to_majority_then_lowest_agent():
+    lowest = make_trace("q1", [["7", GOLD, GOLD], ["7", GOLD, GOLD]])  # no correction: agent 1 (lowest correct)
+    # Agent 0 is correct but not with the majority spelling of the answer: the majority one is preferred.
+    majority = make_trace("q2", [["11.0", GOLD, GOLD], ["11.0", GOLD, GOLD]], correct_answers=frozenset({GOLD, "11.0"}))
+    assert build_rsft([lowest, majority]) == [expected(lowest, 1, 1, False, "rsft"), expected(majority, 1, 1, False, "rsft")]
+
+
+def test_rsft_all_takes_every_correct_final_agent_corrective_first():
+    trace = make_trace("q1", [[GOLD, "7", GOLD, "9"], [GOLD, GOLD, GOLD, "9"]])
+    assert build_rsft([trace], per_question="all") == [
+        expected(trace, 1, 1, True, "rsft"), expected(trace, 0, 1, False, "rsft"), expected(trace, 2, 1, False, "rsft"),
+    ]
+
+
+def test_rsft_drops_questions_whose_final_answer_is_wrong():
+    wrong = make_trace("bad", [[GOLD, "7", "7"], [GOLD, "7", "7"]], final_correct=False)
+    right = make_trace("good", [[GOLD, GOLD, "7"]])  # one round (e.g. self-consistency)
+    assert build_rsft([wrong, right]) == [expected(right, 0, 0, False, "rsft")]
+    with pytest.raises(ValueError, match="per_question"):
+        build_rsft([right], per_question="some")
+
+
+# --- DA ------------------------------------------------------------------------------------------
+
+SAME_A = "First 4 * 2 = 8, then 3 + 8 = 11. The answer is \\boxed{11}."
+SAME_B = "First 4 * 2 = 8, and then 3 + 8 = 11. The answer is \\boxed{11}."
+OTHER = "Multiplication binds tighter: two fours make 8; adding three gives 11 in total, so \\boxed{11}."
+
+
+def diverse_trace(texts: list[str]) -> QuestionTrace:
+    return make_trace("q1", [[GOLD] * len(texts)], texts={(0, a): t for a, t in enumerate(texts)})
+
+
+def test_structure_distance_is_zero_for_same_structure_and_orders_near_vs_far():
+    assert structure_distance(SAME_A, SAME_A) == 0.0
+    assert 0.0 < structure_distance(SAME_A, SAME_B) < structure_distance(SAME_A, OTHER) <= 1.0
+    assert select_diverse([SAME_A, SAME_B, OTHER], k=2) == [0, 2]
+    assert select_diverse([SAME_A, SAME_A, OTHER], k=3) == [0, 2]  # an exact structural duplicate is skipped
+
+
+def test_da_picks_the_structurally_different_pair():
+    trace = diverse_trace([SAME_A, SAME_B, OTHER])
+    assert build_da([trace], k=2) == [expected(trace, 0, 0, False, "da"), expected(trace, 2, 0, False, "da")]
+    assert [s["agent"] for s in build_da([trace], k=3)] == [0, 2, 1]
+    assert build_da([trace], k=1) == [expected(trace, 0, 0, False, "da")]
+
+
+def test_da_skips_duplicates_and_starts_from_the_preferred_trajectory():
+    duplicate = diverse_trace([SAME_A, SAME_A, OTHER])
+    assert [s["agent"] for s in build_da([duplicate], k=3)] == [0, 2]
+    corrective = make_trace("q2", [["7", GOLD, GOLD], [GOLD, GOLD, GOLD]])
+    assert [s["agent"] for s in build_da([corrective], k=1)] == [0]
+
+
+def test_da_drops_questions_with_fewer_than_two_correct_agents():
+    single = make_trace("one-right", [["7", GOLD, "9"]])
+    two = make_trace("two-right", [["7", GOLD, GOLD]])
+    assert {s["item_id"] for s in build_da([single, two])} == {"two-right"}
+    with pytest.raises(ValueError, match="k must be"):
+        build_da([two], k=4)
+
+
+# --- answer-only, dataset, stats -----------------------------------------------------------------
+
+
+def test_answer_only_is_the_gold_answer_for_every_question():
+    wrong = make_trace("bad", [["7", "7"]], final_correct=False)
+    right = make_trace("good", [[GOLD, GOLD]])
+    assert build_answer_only([wrong, right]) == [
+        {"prompt": question_prompt(t.item_id), "completion": [{"role": "assistant", "content": "The answer is \\boxed{11}."}],
+         "item_id": t.item_id, "strategy": "sft", "agent": None, "round": None, "corrective": False}
+        for t in (wrong, right)
+    ]
+
+
+def test_build_dataset_gives_trl_prompt_completion_columns():
+    traces = [make_trace("q1", [[GOLD, "7"], [GOLD, GOLD]]), make_trace("q2", [[GOLD, GOLD]])]
+    assert set(BUILDERS) == {"rsft", "da", "sft"}
+    ds = build_dataset("rsft", traces, per_question="all")
+    assert len(ds) == 4
+    assert set(ds.column_names) == {"prompt", "completion", "item_id", "strategy", "agent", "round", "corrective"}
+    assert ds[0]["prompt"] == question_prompt("q1") and ds[0]["corrective"] is True
+    with pytest.raises(ValueError, match="unknown distillation strategy"):
+        build_dataset("ppo", traces)
+    with pytest.raises(ValueError, match="no training samples"):
+        build_dataset("rsft", [make_trace("bad", [["7"]])])
+
+
+class WordTokenizer:
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict:
+        return {"input_ids": text.split()}
+
+
+def test_dataset_stats():
+    trace = make_trace("q1", [[GOLD, "7", GOLD], [GOLD, GOLD, GOLD]])
+    samples = build_rsft([trace], per_question="all") + build_answer_only([make_trace("q2", [[GOLD]])])
+    texts = [s["completion"][0]["content"] for s in samples]
+    assert dataset_stats(samples, WordTokenizer()) == {
+        "questions": 2, "samples": 4, "corrective_share": 0.25,
+        "mean_completion_chars": sum(map(len, texts)) / 4,
+        "mean_completion_tokens": sum(len(t.split()) for t in texts) / 4,
+    }
+    assert dataset_stats([]) == {"questions": 0, "samples": 0, "corrective_share": 0.0, "mean_completion_chars": 0.0}

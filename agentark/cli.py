@@ -164,5 +164,36 @@ def models(verify: Annotated[bool, typer.Option(help="Check each installed pack'
     console.print(table)
 
 
+@app.command()
+def serve(
+    model: Annotated[Optional[str], typer.Option(help="Model pack, local path (e.g. a student) or hub id.")] = None,
+    engine: Annotated[str, typer.Option(help="Engine: hf or vllm.")] = "hf",
+    engine_option: Annotated[Optional[list[str]], typer.Option("--engine-option", help="Engine option key=value.")] = None,
+    host: Annotated[str, typer.Option(help="Bind address; the default keeps the server on this machine.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    api_key_env: Annotated[str, typer.Option(help="Environment variable holding the API key clients must send.")] = "AGENTARK_API_KEY",
+    served_model_name: Annotated[Optional[str], typer.Option(help="Model name reported by /v1/models.")] = None,
+    max_batch_wait_ms: Annotated[float, typer.Option(help="How long to gather concurrent requests into one batch.")] = 10.0,
+    max_batch_size: Annotated[int, typer.Option(help="Most requests merged into one engine call.")] = 32,
+) -> None:
+    """Serve a model behind an OpenAI-compatible API (/v1/chat/completions, /v1/models)."""
+    import os
+
+    from agentark.engines import get_engine
+    from agentark.models import DEFAULT_MODEL
+    from agentark.serve import create_app
+    from agentark.serve import serve as run_server
+
+    model = model or DEFAULT_MODEL
+    api_key = os.environ.get(api_key_env)
+    try:
+        app_ = create_app(get_engine(engine, model, **_parse_options(engine_option)), api_key=api_key,
+                          served_model_name=served_model_name or model, max_batch_wait_ms=max_batch_wait_ms,
+                          max_batch_size=max_batch_size)
+    except (ValueError, RuntimeError) as e:
+        _fail(str(e))
+    run_server(app_, host=host, port=port)
+
+
 if __name__ == "__main__":
     app()

@@ -15,7 +15,8 @@ def get_engine(kind: str, model: str, **options) -> Engine:
     """Build an engine by name.
 
     ``options`` go to the backend: ``device``, ``dtype``, ``batch_size`` (hf); ``base_url``,
-    ``api_key_env``, ``concurrency``, ``max_retries`` (openai); ``dtype``, ``gpu_memory_utilization`` (vllm).
+    ``api_key_env``, ``concurrency``, ``max_retries``, ``timeout_s`` (openai); ``dtype``,
+    ``gpu_memory_utilization``, ``max_model_len``, ``tensor_parallel_size`` (vllm).
     """
     if kind == "hf":
         from agentark.engines.hf import HFEngine

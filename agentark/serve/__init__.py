@@ -1,0 +1,5 @@
+"""Serve any engine (typically a distilled student) behind an OpenAI-compatible HTTP API."""
+
+from agentark.serve.app import CompleteFn, MicroBatcher, create_app, serve
+
+__all__ = ["CompleteFn", "MicroBatcher", "create_app", "serve"]

@@ -1,0 +1,110 @@
+"""Small-sample statistics for comparing systems on the same items.
+
+Pilots evaluate a few hundred questions at most, so every accuracy is reported with a bootstrap
+confidence interval, and two systems are compared *paired* (same items, same resamples): the
+per-item correlation between them makes paired intervals far tighter than two independent ones.
+Everything is a pure function of its inputs and a seed; no scipy.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+Interval = tuple[float, float, float]
+"""``(point estimate, lower bound, upper bound)``."""
+
+
+def _as_array(values: Sequence[float] | np.ndarray, name: str = "values") -> np.ndarray:
+    array = np.asarray(values, dtype=float)
+    if array.ndim != 1 or array.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-d sequence, got shape {array.shape}")
+    return array
+
+
+def _paired(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x, y = _as_array(a, "a"), _as_array(b, "b")
+    if x.shape != y.shape:
+        raise ValueError(f"paired samples differ in length: {x.size} != {y.size}")
+    return x, y
+
+
+_MAX_CELLS = 4_000_000
+"""Resampled indices held at once (32 MB); larger runs are resampled in blocks of bootstrap rows."""
+
+
+def _resample_means(arrays: Sequence[np.ndarray], n_boot: int, seed: int) -> list[np.ndarray]:
+    """Mean of each array over the *same* ``n_boot`` resamples of item indices (pairing is kept)."""
+    n = arrays[0].size
+    rng = np.random.default_rng(seed)
+    means = [np.empty(n_boot) for _ in arrays]
+    block = max(1, _MAX_CELLS // n)
+    for start in range(0, n_boot, block):
+        idx = rng.integers(0, n, size=(min(block, n_boot - start), n))
+        for out, array in zip(means, arrays):
+            out[start : start + len(idx)] = array[idx].mean(axis=1)
+    return means
+
+
+def _interval(point: float, boots: np.ndarray, alpha: float) -> Interval:
+    lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
+    return float(point), float(lo), float(hi)
+
+
+def bootstrap_ci(values: Sequence[float] | np.ndarray, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> Interval:
+    """Percentile-bootstrap CI of the mean; the same seed gives the same interval."""
+    x = _as_array(values)
+    (means,) = _resample_means([x], n_boot, seed)
+    return _interval(x.mean(), means, alpha)
+
+
+def paired_bootstrap_diff(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, n_boot: int = 2000,
+                          alpha: float = 0.05, seed: int = 0) -> Interval:
+    """CI of ``mean(a) - mean(b)`` where ``a[i]`` and ``b[i]`` are two systems on the same item ``i``."""
+    x, y = _paired(a, b)
+    mean_a, mean_b = _resample_means([x, y], n_boot, seed)
+    return _interval(x.mean() - y.mean(), mean_a - mean_b, alpha)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """``num / den`` with ``0/0 = 1`` (two systems that both score 0 are equal) and ``x/0 = inf``."""
+    return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.where(num > 0, np.inf, 1.0))
+
+
+def relative_ratio_ci(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, n_boot: int = 2000,
+                      alpha: float = 0.05, seed: int = 0) -> Interval:
+    """Paired-bootstrap CI of ``mean(a) / mean(b)``, e.g. student accuracy as a share of the MAS's.
+
+    The rollout gate tests the *lower* bound against its target (0.95), so a student is adopted only
+    when the data make "at least 95% of the multi-agent accuracy" plausible, not merely possible.
+    """
+    x, y = _paired(a, b)
+    mean_a, mean_b = _resample_means([x, y], n_boot, seed)
+    point = _ratio(np.array([x.mean()]), np.array([y.mean()]))[0]
+    return _interval(point, _ratio(mean_a, mean_b), alpha)
+
+
+def mcnemar(a: Sequence[bool] | np.ndarray, b: Sequence[bool] | np.ndarray) -> dict[str, float | int]:
+    """Exact McNemar test of paired correctness: do ``a`` and ``b`` disagree in one direction more?
+
+    ``b01`` counts items ``a`` got wrong and ``b`` right, ``b10`` the reverse. Under the null the
+    ``n = b01 + b10`` discordant items split Binomial(n, 1/2); the two-sided p-value is the exact
+    binomial tail (integer arithmetic via :func:`math.comb`, so it is exact at any count, where the
+    chi-square approximation is poor for the small discordant counts a pilot has).
+    """
+    x, y = _paired(a, b)
+    x, y = x.astype(bool), y.astype(bool)
+    b01 = int(np.sum(~x & y))
+    b10 = int(np.sum(x & ~y))
+    n = b01 + b10
+    tail = sum(math.comb(n, i) for i in range(min(b01, b10) + 1))
+    p_value = min(1.0, 2 * tail / 2**n) if n else 1.0
+    return {"b01": b01, "b10": b10, "p_value": p_value}
+
+
+def percentiles(latencies: Sequence[float] | np.ndarray, qs: Sequence[float] = (50, 95, 99)) -> dict[float, float]:
+    """``{q: q-th percentile}`` with linear interpolation between order statistics (numpy's default)."""
+    x = _as_array(latencies, "latencies")
+    return {q: float(v) for q, v in zip(qs, np.percentile(x, list(qs), method="linear"))}

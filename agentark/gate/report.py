@@ -1,0 +1,287 @@
+"""The pilot report: ``report.md`` and a self-contained ``report.html``, plus the plots as PNG files.
+
+The decision and its per-gate reasons come first, so a reader gets the answer on one screen; the
+evidence follows (systems table, paired comparison, plots). The HTML embeds every plot as a base64
+PNG and has no external assets, so it can be mailed or archived as one file. Both documents are
+rendered from the same list of sections, so they always say the same thing.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from agentark.evaluate.metrics import SystemMetrics
+from agentark.evaluate.robustness import RobustnessTable
+from agentark.evaluate.run import EvalResult
+from agentark.gate.decide import Decision
+
+logger = logging.getLogger(__name__)
+
+OUTCOME_COLOURS = {"adopt": "#1b7f3b", "hybrid": "#b36b00", "keep-multi-agent": "#a11d2b"}
+
+
+@dataclass
+class Section:
+    """One titled block of the report: paragraphs, an optional table, an optional plot."""
+
+    title: str
+    paragraphs: list[str] = field(default_factory=list)
+    headers: list[str] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+    figure: str | None = None  # PNG file name
+
+
+def _num(x: float | None, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    return f"{x:.{digits}f}"
+
+
+# --- plots ----------------------------------------------------------------------------------------
+
+
+def _png(fig: Figure) -> bytes:
+    FigureCanvasAgg(fig)
+    buffer = BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def pareto_figure(metrics: Sequence[SystemMetrics]) -> Figure:
+    """Accuracy (with CI) against generated tokens per query; the frontier joins the undominated systems."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    for m in metrics:
+        ax.errorbar(m.generated_tokens_per_query, m.accuracy, fmt="o", capsize=3,
+                    yerr=[[m.accuracy - m.accuracy_ci[0]], [m.accuracy_ci[1] - m.accuracy]])
+        ax.annotate(m.name, (m.generated_tokens_per_query, m.accuracy), textcoords="offset points", xytext=(5, 5))
+    frontier, best = [], -1.0
+    for m in sorted(metrics, key=lambda m: (m.generated_tokens_per_query, -m.accuracy)):
+        if m.accuracy > best:
+            frontier.append(m)
+            best = m.accuracy
+    ax.plot([m.generated_tokens_per_query for m in frontier], [m.accuracy for m in frontier], "--", color="grey",
+            label="Pareto frontier")
+    tokens = [m.generated_tokens_per_query for m in metrics if m.generated_tokens_per_query > 0]
+    if tokens and max(tokens) > 20 * min(tokens):
+        ax.set_xscale("log")  # a debate can generate 10-50x a single answer
+    ax.set_xlabel("generated tokens per query")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Accuracy vs generation cost")
+    ax.legend(loc="lower right")
+    return fig
+
+
+def latency_figure(metrics: Sequence[SystemMetrics]) -> Figure:
+    """Empirical CDF of end-to-end latency per query, one curve per system."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    for m in metrics:
+        xs = sorted(m.latencies_s)
+        ax.step(xs, [(i + 1) / len(xs) for i in range(len(xs))], where="post", label=m.name)
+    ax.axhline(0.95, color="grey", linewidth=0.8, linestyle=":")
+    ax.set_xlabel("latency per query (s)")
+    ax.set_ylabel("share of queries")
+    ax.set_title("Latency CDF (dotted: p95)")
+    ax.legend(loc="lower right")
+    return fig
+
+
+def robustness_figure(robustness: Mapping[str, RobustnessTable]) -> Figure:
+    """Accuracy per perturbation type (and clean), grouped by type, one bar per system."""
+    types = sorted({row.type for table in robustness.values() for row in table.rows})
+    groups = ["clean", *types]
+    fig = Figure(figsize=(max(6, 1.5 * len(groups)), 4))
+    ax = fig.add_subplot()
+    width = 0.8 / len(robustness)
+    for j, (name, table) in enumerate(robustness.items()):
+        by_type = {row.type: row.accuracy for row in table.rows}
+        values = [table.clean_accuracy] + [by_type.get(t, math.nan) for t in types]
+        ax.bar([i + j * width for i in range(len(groups))], values, width=width, label=name)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))], groups, rotation=20)
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title("Robustness per perturbation type")
+    ax.legend()
+    return fig
+
+
+def rounds_figure(metrics: Sequence[SystemMetrics]) -> Figure:
+    """Accuracy per debate round: majority vote (solid) and mean agent (dashed)."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    for m in metrics:
+        rounds = [r.round for r in m.rounds.rounds]
+        line = ax.plot(rounds, [r.majority for r in m.rounds.rounds], "o-", label=f"{m.name} majority")[0]
+        ax.plot(rounds, [r.mean_agent for r in m.rounds.rounds], "s--", color=line.get_color(), label=f"{m.name} mean agent")
+    ax.set_xlabel("round")
+    ax.set_ylabel("accuracy")
+    ax.set_xticks(sorted({r.round for m in metrics for r in m.rounds.rounds}))
+    ax.set_title("Round-by-round accuracy")
+    ax.legend()
+    return fig
+
+
+# --- sections -------------------------------------------------------------------------------------
+
+
+def _decision_section(decision: Decision) -> Section:
+    paragraphs = [decision.summary]
+    if decision.hybrid:
+        h = decision.hybrid
+        paragraphs.append(f"Hybrid estimate: threshold {h.threshold:.3g}, fallback share {h.fallback_share:.1%}, "
+                          f"accuracy {h.accuracy:.3f}, cost ${1000 * h.cost_per_query:.4f} / 1k queries.")
+    return Section(f"Decision: {decision.outcome}", paragraphs, ["gate", "status", "reason"],
+                   [[g.name, g.status, g.reason] for g in decision.gates])
+
+
+def _systems_section(metrics: Sequence[SystemMetrics]) -> Section:
+    headers = ["system", "n", "accuracy [95% CI]", "strict acc.", "prompt tok/q", "gen. tok/q", "calls/q",
+               "p50 s", "p95 s", "p99 s", "queries/s", "$ / 1k q"]
+    rows = [[m.name, str(m.n), f"{_num(m.accuracy)} [{_num(m.accuracy_ci[0])}, {_num(m.accuracy_ci[1])}]",
+             _num(m.strict_accuracy), _num(m.prompt_tokens_per_query, 1), _num(m.generated_tokens_per_query, 1),
+             _num(m.calls_per_query, 2), _num(m.latency_p50_s, 2), _num(m.latency_p95_s, 2), _num(m.latency_p99_s, 2),
+             _num(m.throughput_qps, 2), _num(m.cost_per_1k_usd, 4)] for m in metrics]
+    return Section("Systems (same items)", [], headers, rows)
+
+
+def _comparison_section(decision: Decision) -> Section:
+    c = decision.comparison
+    d, r, mc = c["difference"], c["relative"], c["mcnemar"]
+    return Section(f"{c['student']} vs {c['mas']} (paired)", [
+        f"Accuracy {_num(c['accuracy_student'])} vs {_num(c['accuracy_mas'])} on {c['n']} items; "
+        f"difference {d['mean']:+.3f} [{_num(d['lo'])}, {_num(d['hi'])}]; ratio {_num(r['ratio'])} "
+        f"[{_num(r['lo'])}, {_num(r['hi'])}].",
+        f"McNemar: {mc['b01']} items only {c['mas']} got right, {mc['b10']} only {c['student']} got right, "
+        f"exact p = {mc['p_value']:.3g}.",
+    ])
+
+
+def _robustness_section(robustness: Mapping[str, RobustnessTable]) -> Section:
+    rows = [[name, row.type, str(row.n), _num(row.accuracy), _num(row.clean_accuracy), _num(row.drop), _num(row.failure_rate)]
+            for name, table in robustness.items() for row in [*table.rows, table.overall]]
+    return Section("Robustness", [
+        "Drop and failure rate use perturbed items whose clean source was evaluated; failure rate = share "
+        "wrong among those whose clean version was right."],
+        ["system", "perturbation", "n", "accuracy", "clean (paired)", "drop", "failure rate"], rows, "robustness.png")
+
+
+def _rounds_section(metrics: Sequence[SystemMetrics]) -> Section:
+    rows = []
+    for m in metrics:
+        flips = {f.to_round: f for f in m.rounds.flips}
+        for r in m.rounds.rounds:
+            f = flips.get(r.round)
+            rows.append([m.name, str(r.round), _num(r.mean_agent), _num(r.majority),
+                         str(f.wrong_to_right) if f else "–", str(f.right_to_wrong) if f else "–"])
+    paragraphs = [f"{m.name}: consensus rate {m.rounds.consensus_rate:.1%}, mean rounds run {m.rounds.mean_rounds_run:.2f}."
+                  for m in metrics]
+    return Section("Debate rounds", paragraphs, ["system", "round", "mean agent", "majority", "wrong→right", "right→wrong"],
+                   rows, "rounds.png")
+
+
+def build_sections(metrics: Sequence[SystemMetrics], decision: Decision,
+                   robustness: Mapping[str, RobustnessTable] | None) -> tuple[list[Section], dict[str, Figure]]:
+    """Report sections in reading order, and the figures they refer to by file name."""
+    team = [m for m in metrics if m.rounds is not None]
+    sections = [
+        _decision_section(decision),
+        _systems_section(metrics),
+        _comparison_section(decision),
+        Section("Accuracy vs generated tokens", figure="pareto.png"),
+        Section("Latency", figure="latency_cdf.png"),
+    ]
+    figures = {"pareto.png": pareto_figure(metrics), "latency_cdf.png": latency_figure(metrics)}
+    if robustness:
+        sections.append(_robustness_section(robustness))
+        figures["robustness.png"] = robustness_figure(robustness)
+    if team:
+        sections.append(_rounds_section(team))
+        figures["rounds.png"] = rounds_figure(team)
+    return sections, figures
+
+
+# --- rendering ------------------------------------------------------------------------------------
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(title: str, sections: Sequence[Section]) -> str:
+    lines = [f"# {title}", ""]
+    for s in sections:
+        lines += [f"## {s.title}", ""]
+        for p in s.paragraphs:
+            lines += [p, ""]
+        if s.headers:
+            lines.append("| " + " | ".join(map(_md_cell, s.headers)) + " |")
+            lines.append("|" + "---|" * len(s.headers))
+            lines += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in s.rows]
+            lines.append("")
+        if s.figure:
+            lines += [f"![{s.title}]({s.figure})", ""]
+    return "\n".join(lines)
+
+
+_CSS = """
+body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1em}th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}
+th{background:#f3f3f3}.outcome{color:#fff;padding:.6em 1em;border-radius:6px;font-size:1.4em}
+.pass{color:#1b7f3b}.fail{color:#a11d2b;font-weight:bold}.skip{color:#777}img{max-width:100%}
+"""
+
+
+def render_html(title: str, outcome: str, sections: Sequence[Section], images: Mapping[str, bytes]) -> str:
+    e = html.escape
+    parts = [f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{e(title)}</title><style>{_CSS}</style></head><body>",
+             f"<h1>{e(title)}</h1>",
+             f"<p class=\"outcome\" style=\"background:{OUTCOME_COLOURS.get(outcome, '#444')}\">{e(outcome)}</p>"]
+    for s in sections:
+        parts.append(f"<h2>{e(s.title)}</h2>")
+        parts += [f"<p>{e(p)}</p>" for p in s.paragraphs]
+        if s.headers:
+            parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in s.headers) + "</tr>")
+            for row in s.rows:
+                parts.append("<tr>" + "".join(f"<td class=\"{e(c)}\">{e(c)}</td>" if c in ("pass", "fail", "skip")
+                                              else f"<td>{e(c)}</td>" for c in row) + "</tr>")
+            parts.append("</table>")
+        if s.figure:
+            data = base64.b64encode(images[s.figure]).decode("ascii")
+            parts.append(f"<img src=\"data:image/png;base64,{data}\" alt=\"{e(s.title)}\">")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(out_dir: str | Path, results: Sequence[EvalResult | SystemMetrics], decision: Decision,
+                 robustness: Mapping[str, RobustnessTable] | None = None,
+                 title: str = "AgentArk pilot report") -> dict[str, Path]:
+    """Write ``report.md``, ``report.html`` and the PNG plots to ``out_dir``; returns their paths by file name.
+
+    ``robustness`` maps a system name to its :func:`~agentark.evaluate.robustness.robustness_table`.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = [r.metrics if isinstance(r, EvalResult) else r for r in results]
+    sections, figures = build_sections(metrics, decision, robustness)
+    images = {name: _png(fig) for name, fig in figures.items()}
+    paths = {}
+    for name, png in images.items():
+        paths[name] = out / name
+        paths[name].write_bytes(png)
+    paths["report.md"] = out / "report.md"
+    paths["report.md"].write_text(render_markdown(title, sections), encoding="utf-8")
+    paths["report.html"] = out / "report.html"
+    paths["report.html"].write_text(render_html(title, decision.outcome, sections, images), encoding="utf-8")
+    logger.info("report written to %s", paths["report.html"])
+    return paths

@@ -1,0 +1,61 @@
+"""The report: files written, HTML well formed and self-contained, decision on top, text escaped."""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+
+from trace_factory import make_trace, single_traces
+
+from agentark.evaluate.metrics import compute_metrics
+from agentark.evaluate.robustness import robustness_table
+from agentark.gate.decide import decide
+from agentark.gate.report import write_report
+
+
+class Collector(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.stack, self.images, self.text, self.headings = [], [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        if tag not in ("meta", "img"):
+            self.stack.append(tag)
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+
+    def handle_endtag(self, tag):
+        assert self.stack and self.stack.pop() == tag, f"unbalanced </{tag}>"
+
+    def handle_data(self, data):
+        self.text.append(data)
+        if self.stack and self.stack[-1] in ("h1", "h2"):
+            self.headings.append(data)
+
+
+def test_report_files_and_html(tmp_path):
+    answers = [["7", "7", "1"], ["7", "7", "7"]]
+    debate = compute_metrics([make_trace(f"q{i}", answers if i % 2 else answers[:1], latencies=[[1, 2, 3], [2, 2, 2]])
+                              for i in range(6)], wall_time_s=40.0, name="debate")
+    student_traces = single_traces([True, False, True, True, True, True], system="student<script>")
+    student = compute_metrics(student_traces, wall_time_s=5.0, name="student<script>")
+    perturbed = [t.model_copy(update={"item_id": f"{t.item_id}~add_distractor"}) for t in single_traces([True, False] * 3)]
+    robustness = {student.name: robustness_table(student_traces, perturbed)}
+    decision = decide(student, debate, robustness[student.name])
+
+    paths = write_report(tmp_path / "report", [student, debate], decision, robustness)
+
+    assert set(paths) == {"report.md", "report.html", "pareto.png", "latency_cdf.png", "robustness.png", "rounds.png"}
+    for name in ("pareto.png", "latency_cdf.png", "robustness.png", "rounds.png"):
+        assert paths[name].read_bytes().startswith(b"\x89PNG")
+    page = Collector()
+    page.feed(paths["report.html"].read_text())
+    page.close()
+    assert not page.stack
+    assert len(page.images) == 4 and all(src.startswith("data:image/png;base64,") for src in page.images)
+    assert page.headings[1] == f"Decision: {decision.outcome}"  # right after the title
+    text = "".join(page.text)
+    assert decision.outcome in text and decision.gates[0].reason in text
+    assert "student<script>" in text and "<script>" not in paths["report.html"].read_text()
+    md = paths["report.md"].read_text()
+    assert md.index(f"## Decision: {decision.outcome}") < md.index("## Systems")
+    assert "![Latency](latency_cdf.png)" in md and "| accuracy |" in md

@@ -165,6 +165,118 @@ def models(verify: Annotated[bool, typer.Option(help="Check each installed pack'
 
 
 @app.command()
+def distill(
+    strategy: Annotated[str, typer.Option(help="rsft (reasoning SFT), da (trajectory augmentation), sft (answer only) or pad (PRM + GRPO).")] = "rsft",
+    traces: Annotated[Path, typer.Option(help="Run directory (or traces.jsonl) of the multi-agent run to distil.")] = Path("runs/debate"),
+    model: Annotated[Optional[str], typer.Option(help="Student to start from: model pack, local path or hub id.")] = None,
+    out: Annotated[Optional[str], typer.Option(help="Where the student is saved (default students/<strategy>).")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option(help="Learning rate (strategy default if unset).")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many optimiser steps.")] = None,
+    lora: Annotated[bool, typer.Option("--lora/--full", help="LoRA adapters (default) or full fine-tuning.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    force: Annotated[bool, typer.Option(help="Retrain even if the output is up to date.")] = False,
+    option: Annotated[Optional[list[str]], typer.Option("--option", help="Any other config field key=value, e.g. num_train_epochs=3, k=2, per_question=all, num_generations=4.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML with the strategy's config fields (flags override).")] = None,
+) -> None:
+    """Distil multi-agent traces into one student (TRL SFTTrainer / GRPOTrainer, LoRA by default).
+
+    A second run with the same inputs is a no-op unless --force.
+    """
+    import yaml
+
+    from agentark.models import DEFAULT_MODEL
+
+    settings: dict[str, Any] = yaml.safe_load(config.read_text()) if config else {}
+    settings.update(model=model or settings.get("model", DEFAULT_MODEL), out=out or settings.get("out", f"students/{strategy}"),
+                    seed=seed, force=force, use_lora=lora, **_parse_options(option))
+    if learning_rate is not None:
+        settings["learning_rate"] = learning_rate
+    if max_steps is not None:
+        settings["max_steps"] = max_steps
+    try:
+        with _progress() as progress:
+            bar = progress.add_task(f"distill {strategy}", total=None)
+            if strategy == "pad":
+                from agentark.distill.grpo import PADConfig, train_pad
+
+                student = train_pad(PADConfig(**settings), traces)
+            else:
+                from agentark.distill.sft import SFTDistillConfig, train_sft
+
+                cfg = SFTDistillConfig(strategy=strategy, traces=str(traces), **settings)
+                student = train_sft(cfg, progress=lambda step, total: progress.update(bar, completed=step, total=total))
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    console.print(f"[green]student saved[/green] in {student}")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[list[str], typer.Option(help="Model(s) to evaluate: student dir, pack name or hub id (repeatable).")],
+    task: Annotated[str, typer.Option(help="Task: arithmetic, gsm8k, jsonl, choice.")] = "arithmetic",
+    data: Annotated[Optional[str], typer.Option(help="Data file for file-based tasks.")] = None,
+    task_option: Annotated[Optional[list[str]], typer.Option("--task-option", help="Task option key=value.")] = None,
+    split: Annotated[str, typer.Option(help="held-out (questions never used for training traces) or train.")] = "held-out",
+    n: Annotated[int, typer.Option(help="Number of questions.")] = 50,
+    base: Annotated[bool, typer.Option(help="Also evaluate each student's base model on the same items.")] = True,
+    max_new_tokens: Annotated[int, typer.Option(help="Max generated tokens per answer.")] = 256,
+    engine: Annotated[str, typer.Option(help="Engine: hf, openai, vllm.")] = "hf",
+    engine_option: Annotated[Optional[list[str]], typer.Option("--engine-option", help="Engine option key=value.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Sequences per forward pass (hf engine).")] = 32,
+    out: Annotated[str, typer.Option(help="Directory for evaluation traces and results.json.")] = "runs/eval",
+) -> None:
+    """Greedy single-agent accuracy (strict and flexible, bootstrap 95% CI) and tokens per question.
+
+    Students are compared with their base model on the same held-out items (paired bootstrap, McNemar).
+    """
+    from agentark.evaluate.heldout import base_model_of, evaluate_models, model_label
+    from agentark.evaluate.metrics import compare
+    from agentark.traces import write_json_atomic
+
+    task_options = _parse_options(task_option)
+    if data:
+        task_options["path"] = data
+    models = list(model)
+    if base:
+        models += [b for m in model if (b := base_model_of(m)) and b not in models]
+    try:
+        with _progress() as progress:
+            bars: dict[str, Any] = {}
+
+            def on_progress(label: str, done: int, total: int) -> None:
+                if label not in bars:
+                    bars[label] = progress.add_task(f"evaluate {label}", total=total)
+                progress.update(bars[label], completed=done, total=total)
+
+            results = evaluate_models(models, out, task=task, task_options=task_options, split=split, n=n,
+                                      max_new_tokens=max_new_tokens, engine=engine,
+                                      engine_options=_parse_options(engine_option), batch_size=batch_size,
+                                      on_progress=on_progress)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:
+        _fail(str(e))
+    by_label = {r.name: r.metrics for r in results}
+    table = Table(title=f"{task} {split}, n={n}, greedy single agent")
+    for col in ("model", "n", "accuracy (95% CI)", "strict (95% CI)", "gen tokens/q", "vs base (paired 95% CI)"):
+        table.add_column(col, justify="right" if col != "model" else "left")
+    comparisons = {}
+    for m, label in ((m, model_label(m)) for m in models):
+        metrics = by_label[label]
+        versus = ""
+        base_label = model_label(b) if (b := base_model_of(m)) else None
+        if base_label in by_label:
+            comparisons[label] = cmp = compare(metrics, by_label[base_label])
+            d = cmp["difference"]
+            versus = f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] p={cmp['mcnemar']['p_value']:.3f}"
+        table.add_row(label, str(metrics.n), f"{metrics.accuracy:.3f} [{metrics.accuracy_ci[0]:.3f}, {metrics.accuracy_ci[1]:.3f}]",
+                      f"{metrics.strict_accuracy:.3f} [{metrics.strict_accuracy_ci[0]:.3f}, {metrics.strict_accuracy_ci[1]:.3f}]",
+                      f"{metrics.generated_tokens_per_query:.1f}", versus)
+    console.print(table)
+    write_json_atomic(Path(out) / "results.json", {"metrics": {k: v.model_dump(mode="json") for k, v in by_label.items()},
+                                                   "vs_base": comparisons})
+    console.print(f"results in {Path(out) / 'results.json'}")
+
+
+@app.command()
 def serve(
     model: Annotated[Optional[str], typer.Option(help="Model pack, local path (e.g. a student) or hub id.")] = None,
     engine: Annotated[str, typer.Option(help="Engine: hf or vllm.")] = "hf",

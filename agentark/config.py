@@ -52,6 +52,8 @@ class GenerateConfig(StageConfig):
     early_stop: bool = True
     summarizer: bool = False
     model: str = DEFAULT_MODEL
+    model_revision: str = Field("", description="Identity of the weights behind `model` when the path alone is not "
+                                "enough (a student retrained in place): its manifest fingerprint.")
     engine: str = "hf"
     engine_options: dict[str, Any] = Field(default_factory=dict)
     temperature: float = Field(0.7, ge=0.0)

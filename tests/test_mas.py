@@ -122,7 +122,7 @@ def test_summarizer_decides_final_answer():
 
 
 def test_unknown_system_lists_valid_names():
-    with pytest.raises(ValueError, match="debate, self_consistency"):
+    with pytest.raises(ValueError, match="single, self_consistency, debate"):
         get_system("panel")
     with pytest.raises(ValueError, match="does not take"):
         get_system("single", agents=3)

@@ -44,8 +44,11 @@ class HFEngine:
         results: list[Completion | None] = [None] * len(encoded)
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
+        # Even chunks (36 prompts at batch_size 32 -> 18 + 18, not 32 + 4): same passes, less padding.
+        n_chunks = -(-len(order) // self.batch_size)
+        size = -(-len(order) // n_chunks)
+        for start in range(0, len(order), size):
+            chunk = order[start : start + size]
             for i, completion in zip(chunk, self._generate_chunk([encoded[i] for i in chunk], sampling)):
                 results[i] = completion
         return results  # type: ignore[return-value]

@@ -1,0 +1,52 @@
+"""The command line end to end on the tiny model: generate -> summarize -> distill -> evaluate."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from agentark.cli import app
+
+runner = CliRunner()
+
+
+def _ok(args: list[str]) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result.output
+
+
+def test_generate_distill_evaluate(tiny_model_dir, tmp_path):
+    model = str(tiny_model_dir)
+    run = tmp_path / "run"
+    _ok(["generate", "--model", model, "--n", "3", "--agents", "2", "--rounds", "2", "--max-new-tokens", "8", "--out", str(run)])
+    assert "consensus_rate" in _ok(["summarize", str(run)])
+
+    student = tmp_path / "student"
+    args = ["distill", "--strategy", "sft", "--traces", str(run), "--model", model, "--out", str(student), "--max-steps", "1",
+            "--option", "per_device_train_batch_size=2"]
+    _ok(args)
+    manifest = json.loads((student / "manifest.json").read_text())
+    assert manifest["strategy"] == "sft" and manifest["base_model"] == model
+    weights = student / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns
+    _ok(args)  # same inputs: nothing retrained, the weights file is untouched
+    assert weights.stat().st_mtime_ns == stamp
+
+    out = _ok(["evaluate", "--model", str(student), "--n", "3", "--max-new-tokens", "8", "--out", str(tmp_path / "eval")])
+    results = json.loads((tmp_path / "eval" / "results.json").read_text())
+    # The student and its base model (from the manifest) ran on the same three held-out items.
+    assert set(results["metrics"]) == {"student", tiny_model_dir.name}
+    assert all(m["n"] == 3 for m in results["metrics"].values())
+    assert results["metrics"]["student"]["item_ids"] == results["metrics"][tiny_model_dir.name]["item_ids"]
+    assert "student" in results["vs_base"] and "accuracy" in out
+
+
+def test_bad_inputs_fail_with_a_clear_message(tmp_path):
+    result = runner.invoke(app, ["distill", "--strategy", "nope", "--traces", str(tmp_path), "--model", "x/y"])
+    assert result.exit_code == 2 and "strategy" in result.output
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "1+1?", "answer": "#### 2"}\nnot json\n')
+    result = runner.invoke(app, ["generate", "--task", "gsm8k", "--data", str(bad), "--n", "1", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and f"{bad}:2" in result.output

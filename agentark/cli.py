@@ -198,8 +198,9 @@ def distill(
             bar = progress.add_task(f"distill {strategy}", total=None)
             if strategy == "pad":
                 from agentark.distill.grpo import PADConfig, train_pad
+                from agentark.mas.generate import task_of_run
 
-                student = train_pad(PADConfig(**settings), traces)
+                student = train_pad(PADConfig(**settings), traces, task=task_of_run(traces))
             else:
                 from agentark.distill.sft import SFTDistillConfig, train_sft
 

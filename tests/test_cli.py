@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import json
 
+import re
+
 from typer.testing import CliRunner
 
 from agentark.cli import app
+from agentark.config import GenerateConfig
+from agentark.engines.base import Completion
+from agentark.mas.generate import generate
+from agentark.tasks.arithmetic import evaluate_expression
 
 runner = CliRunner()
 
@@ -50,3 +56,34 @@ def test_bad_inputs_fail_with_a_clear_message(tmp_path):
     bad.write_text('{"question": "1+1?", "answer": "#### 2"}\nnot json\n')
     result = runner.invoke(app, ["generate", "--task", "gsm8k", "--data", str(bad), "--n", "1", "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and f"{bad}:2" in result.output
+
+
+class HalfRightEngine:
+    """Plays a team where even-numbered answers are right and odd ones wrong, so step labels vary.
+
+    A random tiny model is never right, and PAD needs some verified-correct debate to learn from.
+    """
+
+    model_id = "half-right"
+
+    def generate(self, conversations, sampling):
+        out = []
+        for i, conv in enumerate(conversations):
+            expr = conv[0]["content"].split("result of ")[1].split("?")[0]
+            operands = [int(x) for x in re.findall(r"\d+", expr)]
+            operators = re.findall(r"[-+*]", expr)
+            answer = evaluate_expression(operands, operators) + (i % 2)
+            out.append(Completion(f"First the products.\n\n{expr} = {answer}\n\nThe answer is \\boxed{{{answer}}}.", 20, 20, 0.1))
+        return out
+
+
+def test_distill_pad_through_the_cli(tiny_model_dir, tmp_path):
+    model = str(tiny_model_dir)
+    run = tmp_path / "run"
+    generate(GenerateConfig(model=model, n=4, agents=2, rounds=1, out=str(run)), engine=HalfRightEngine())
+    student = tmp_path / "pad"
+    _ok(["distill", "--strategy", "pad", "--traces", str(run), "--model", model, "--out", str(student), "--max-steps", "1",
+         "--option", "num_generations=2", "--option", "prompts_per_step=1", "--option", "max_completion_length=8"])
+    manifest = json.loads((student / "manifest.json").read_text())
+    assert (student / "model.safetensors").exists() and (student / "prm" / "manifest.json").exists()
+    assert "reward" in json.dumps(manifest)

@@ -42,6 +42,16 @@ def check_run_dir(config: GenerateConfig) -> None:
     write_json_atomic(path, {"config_hash": config.config_hash(), "config": config.model_dump()})
 
 
+def task_of_run(run_dir: str | Path) -> Task:
+    """The task (with its options, e.g. a data path) that a run directory's traces were made on."""
+    path = Path(run_dir)
+    path = (path if path.is_dir() else path.parent) / CONFIG_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: not a run directory made by `agentark generate`")
+    config = json.loads(path.read_text())["config"]
+    return get_task(config["task"], **config.get("task_options", {}))
+
+
 def chunk_seed(seed: int, item_ids: list[str]) -> int:
     """A sampling seed fixed by the run seed and the chunk's questions, so a resumed chunk samples alike."""
     return zlib.crc32(("|".join(item_ids) + f"#{seed}").encode())

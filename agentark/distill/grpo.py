@@ -1,0 +1,260 @@
+"""Process-aware distillation (PAD): GRPO on the training questions, rewarded by the debate's PRM.
+
+The student samples ``num_generations`` solutions per question; each is rewarded with
+
+    reward = aggregate(PRM P(right) per step) + correctness_coef * [answer graded right against gold]
+
+The PRM part (trained on the debate's step labels, :mod:`agentark.distill.prm`) carries the debate's
+*process* signal and varies between solutions even when none is right -- a correctness-only reward
+gives a weak student all-zero rewards, hence zero GRPO advantages and no gradient. ``min``
+aggregation (default) makes a solution only as good as its worst step.
+
+TRL's ``GRPOTrainer`` does the RL; it passes every extra dataset column to reward functions as a
+keyword argument (one value per completion), which is how each completion's ``gold`` reaches
+:class:`PADReward`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from agentark.config import StageConfig
+from agentark.distill.data import question_messages
+from agentark.distill.prm import PRMConfig, PRMScorer, as_traces, train_prm
+from agentark.distill.steps import prompt_text
+from agentark.distill.training import (canonical_hash, clear_manifest, data_hash, is_up_to_date, lora_config,
+                                      read_manifest, save_student, training_dtype_device, write_manifest)
+from agentark.models.loading import load_tokenizer, resolve_model
+from agentark.models.packs import DEFAULT_MODEL
+from agentark.tasks import Task, get_task
+from agentark.traces.schema import QuestionTrace
+logger = logging.getLogger(__name__)
+
+Aggregation = Literal["min", "mean", "last"]
+
+
+class PADConfig(StageConfig):
+    """``agentark distill --strategy pad``: a PRM (``prm``), then GRPO.
+
+    ``prm`` defaults to a PRM on the student's own weights in ``<out>/prm`` with this run's ``seed``
+    and ``force``; fields given in ``prm`` override those defaults.
+    """
+
+    # The PRM enters the fingerprint through its own fingerprint, not through these settings.
+    operational_fields: ClassVar[frozenset[str]] = frozenset(
+        {"out", "force", "prm", "activation_checkpointing", "report_to"})
+
+    model: str = Field(DEFAULT_MODEL, description="Student to start from: pack name, local dir or hub id.")
+    out: str = "students/pad"
+    prm: PRMConfig
+    num_generations: int = Field(4, ge=2, description="GRPO group size (completions per question).")
+    prompts_per_step: int = Field(2, ge=1, description="Questions per optimizer step.")
+    beta: float = Field(0.04, ge=0, description="KL coefficient against the initial policy (0 = no reference model).")
+    epsilon: float = Field(0.2, gt=0, description="PPO-style clip range of the policy ratio.")
+    learning_rate: float = Field(1e-5, gt=0)
+    temperature: float = Field(1.0, gt=0)
+    max_prompt_length: int = Field(512, ge=1, description="Questions whose chat prompt is longer are left out.")
+    max_completion_length: int = Field(256, ge=1)
+    max_steps: int = Field(100, ge=1)
+    use_lora: bool = True
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    aggregation: Aggregation = "min"
+    correctness_coef: float = 1.0
+    seed: int = 0
+    activation_checkpointing: bool = Field(False, description="Recompute activations: less memory, slower.")
+    report_to: str = "none"
+    force: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_prm(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not isinstance(data.get("prm"), PRMConfig):
+            defaults = {"out": str(Path(data.get("out", "students/pad")) / "prm"), "seed": data.get("seed", 0),
+                        "force": data.get("force", False)}
+            if "model" in data:
+                defaults["model"] = data["model"]
+            data = {**data, "prm": {**defaults, **(data.get("prm") or {})}}
+        return data
+
+
+def aggregate(step_scores: Sequence[float], how: Aggregation | str = "min") -> float:
+    """One number from the PRM's step scores; NaN (unscored) steps are ignored and a solution with no
+    scored step gets 0.0, the worst possible P(right)."""
+    scores = [s for s in step_scores if not math.isnan(s)]
+    if not scores:
+        return 0.0
+    if how == "min":
+        return min(scores)
+    if how == "mean":
+        return sum(scores) / len(scores)
+    if how == "last":
+        return scores[-1]
+    raise ValueError(f"unknown aggregation {how!r}; use min, mean or last")
+
+
+def _text(message_or_text: Any) -> str:
+    """Completion text in both TRL formats: a string, or a list of chat messages (last one's content)."""
+    return message_or_text if isinstance(message_or_text, str) else message_or_text[-1]["content"]
+
+
+def _prompt(prompt: Any) -> str:
+    return prompt if isinstance(prompt, str) else prompt_text(prompt)
+
+
+class PADReward:
+    """TRL reward function: PRM aggregate + ``correctness_coef`` x verifiable correctness.
+
+    A callable object (TRL names it by its class) so TRL can log it as ``rewards/PADReward``; the
+    two parts are also logged separately through TRL's ``log_metric`` hook when given.
+    """
+
+    def __init__(self, scorer: Any, task: Task, aggregation: Aggregation | str = "min", correctness_coef: float = 1.0):
+        aggregate([], aggregation)  # fail now on a bad name, not mid-training
+        self.scorer = scorer
+        self.task = task
+        self.aggregation = aggregation
+        self.correctness_coef = correctness_coef
+
+    def correct(self, text: str, gold: str) -> float:
+        task = self.task
+        return float(task.grade(task.normalize(task.extract(text).flexible), gold))
+
+    def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], gold: Sequence[str],
+                 log_metric: Callable[[str, float], None] | None = None, **_: Any) -> list[float]:
+        texts = [_text(c) for c in completions]
+        process = [aggregate(s, self.aggregation) for s in self.scorer.score([_prompt(p) for p in prompts], texts)]
+        outcome = [self.correct(t, g) for t, g in zip(texts, gold, strict=True)]
+        if log_metric is not None and texts:
+            log_metric("pad/prm", sum(process) / len(process))
+            log_metric("pad/correct", sum(outcome) / len(outcome))
+        return [p + self.correctness_coef * o for p, o in zip(process, outcome)]
+
+
+def make_reward_function(scorer: Any, task: Task, aggregation: Aggregation | str = "min",
+                         correctness_coef: float = 1.0) -> PADReward:
+    """The PAD reward for ``GRPOTrainer(reward_funcs=[...])``; ``scorer`` needs ``score(prompts, completions)``
+    returning P(right) per step (:class:`~agentark.distill.prm.PRMScorer`)."""
+    return PADReward(scorer, task, aggregation, correctness_coef)
+
+
+def grpo_rows(traces: Iterable[QuestionTrace], tokenizer: Any, max_prompt_length: int) -> list[dict]:
+    """One GRPO row per question: the round-0 question conversation and its gold answer.
+
+    TRL 1.16 has no ``max_prompt_length``; a question whose chat prompt is longer is left out (and
+    counted in the log) rather than cut, since a cut question is a different question.
+    """
+    rows, too_long = [], 0
+    for trace in traces:
+        prompt = question_messages(trace)
+        n_tokens = len(tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True,
+                                                     return_dict=True)["input_ids"])
+        if n_tokens > max_prompt_length:
+            too_long += 1
+            continue
+        rows.append({"prompt": prompt, "gold": trace.gold, "item_id": trace.item_id})
+    if too_long:
+        logger.warning("PAD: left out %d questions longer than max_prompt_length=%d tokens", too_long,
+                       max_prompt_length)
+    return rows
+
+
+def reward_summary(log_history: Sequence[dict]) -> dict[str, float | int | None]:
+    """First / last / mean logged batch reward: the reward curve in three numbers."""
+    rewards = [entry["reward"] for entry in log_history if "reward" in entry]
+    if not rewards:
+        return {"first": None, "last": None, "mean": None, "n_logged": 0}
+    return {"first": rewards[0], "last": rewards[-1], "mean": sum(rewards) / len(rewards), "n_logged": len(rewards)}
+
+
+def _fingerprint(config: PADConfig, prm_fingerprint: str, rows: Sequence[dict]) -> str:
+    """What decides the student's weights: settings (base model included), the PRM, the questions."""
+    return canonical_hash({"strategy": "pad", "config": config.config_hash(), "prm": prm_fingerprint,
+                           "data": data_hash(rows)})
+
+
+def train_pad(config: PADConfig, traces: Iterable[QuestionTrace] | str | Path, task: Task | None = None) -> Path:
+    """PRM (cached) then GRPO with the PAD reward; saves the merged student + manifest in ``config.out``.
+
+    ``traces``: trace records, or a run directory / traces.jsonl to read them from.
+    ``task`` grades the verifiable part of the reward; by default the traces' task by name
+    (``agentark.tasks.get_task``). A second call with unchanged config, PRM and questions is a no-op
+    unless ``config.force``.
+    """
+    import datasets
+    from transformers import AutoModelForCausalLM
+    from trl import GRPOConfig, GRPOTrainer
+
+    traces = as_traces(traces)
+    task = task or get_task(traces[0].task)
+    out_dir = Path(config.out)
+    prm_dir = train_prm(config.prm, traces)
+    prm_manifest = read_manifest(prm_dir) or {}
+
+    tokenizer = load_tokenizer(config.model)
+    rows = grpo_rows(traces, tokenizer, config.max_prompt_length)
+    if not rows:
+        raise ValueError(f"every question is longer than max_prompt_length={config.max_prompt_length}")
+    fingerprint = _fingerprint(config, prm_manifest.get("fingerprint", ""), rows)
+    if not config.force and is_up_to_date(out_dir, fingerprint):
+        logger.info("PAD student in %s is up to date (fingerprint %s); not retraining", out_dir, fingerprint)
+        return out_dir
+
+    clear_manifest(out_dir)
+    dtype, device = training_dtype_device()
+    scorer = PRMScorer(prm_dir, device=device, batch_size=config.prm.score_batch_size)
+    model = AutoModelForCausalLM.from_pretrained(resolve_model(config.model), dtype=dtype,
+                                                 use_safetensors=True).to(device)
+    args = GRPOConfig(
+        output_dir=str(out_dir),  # nothing is written there (save_strategy="no")
+        num_generations=config.num_generations,
+        per_device_train_batch_size=config.num_generations * config.prompts_per_step,
+        max_completion_length=config.max_completion_length,
+        temperature=config.temperature,
+        beta=config.beta,
+        epsilon=config.epsilon,
+        learning_rate=config.learning_rate,
+        max_steps=config.max_steps,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=config.report_to,
+        bf16=device == "cuda",  # TRL defaults bf16 to True, even on CPU
+        # TRL defaults the deprecated alias gradient_checkpointing to True; the new name overrides it.
+        activation_checkpointing=config.activation_checkpointing,
+        dataloader_pin_memory=device == "cuda",
+        seed=config.seed,
+        data_seed=config.seed,
+    )
+    peft_config = lora_config(r=config.lora_r, alpha=config.lora_alpha) if config.use_lora else None
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=[make_reward_function(scorer, task, config.aggregation, config.correctness_coef)],
+        args=args,
+        train_dataset=datasets.Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    logger.info("PAD: GRPO on %d questions, %d steps x %d questions x %d generations", len(rows), config.max_steps,
+                config.prompts_per_step, config.num_generations)
+    trainer.train()
+    save_student(trainer.model, tokenizer, out_dir, merge=True)
+    rewards = reward_summary(trainer.state.log_history)
+    logger.info("PAD reward: first %s, last %s, mean %s", rewards["first"], rewards["last"], rewards["mean"])
+    write_manifest(out_dir, {
+        "strategy": "pad",
+        "fingerprint": fingerprint,
+        "base_model": config.model,
+        "config": config.model_dump(mode="json"),
+        "prm": {"path": str(prm_dir), "fingerprint": prm_manifest.get("fingerprint"),
+                "held_out": prm_manifest.get("held_out")},
+        "n_questions": len(rows),
+        "reward": rewards,
+        "log_history": [e for e in trainer.state.log_history if "reward" in e or "loss" in e],
+    })
+    return out_dir

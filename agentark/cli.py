@@ -277,6 +277,28 @@ def evaluate(
     console.print(f"results in {Path(out) / 'results.json'}")
 
 
+@app.command("run")
+def run_pipeline_command(pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML (see examples/).")]) -> None:
+    """Generate -> distil -> evaluate -> gate -> report; unchanged stages are skipped, a crash resumes."""
+    from agentark.pipeline import PipelineConfig, PipelineError, run_pipeline
+
+    try:
+        cfg = PipelineConfig.from_yaml(pipeline)
+        with _progress() as progress:
+            bars: dict[str, Any] = {}
+
+            def on_event(stage: str, message: str, done: int, total: int | None) -> None:
+                if stage not in bars:
+                    bars[stage] = progress.add_task(stage, total=total)
+                progress.update(bars[stage], completed=done, total=total, description=f"{stage}: {message}")
+
+            result = run_pipeline(cfg, on_event)
+    except (ValueError, FileNotFoundError, PipelineError) as e:
+        _fail(str(e))
+    console.print(f"[bold]{result['decision']['outcome']}[/bold]: {result['decision']['summary']}")
+    console.print(f"report: {result['report']['report.html']}")
+
+
 @app.command()
 def serve(
     model: Annotated[Optional[str], typer.Option(help="Model pack, local path (e.g. a student) or hub id.")] = None,

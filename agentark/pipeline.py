@@ -72,13 +72,13 @@ from agentark.mas.generate import chunk_seed, generate
 from agentark.models.packs import DEFAULT_MODEL
 from agentark.tasks import TASK_NAMES, Item, Task, get_task
 from agentark.traces.schema import QuestionTrace
-from agentark.traces.store import TraceStore, read_traces, write_json_atomic
+from agentark.traces.store import TRACES_FILE, TraceStore, read_traces, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
 Strategy = Literal["rsft", "da", "sft", "pad"]
 StageStatus = Literal["ran", "cached"]
-EventCallback = Callable[[str, str, int, "int | None"], None]
+EventCallback = Callable[[str, str, int, int | None], None]
 """``on_event(stage, message, done, total)``: ``total`` is ``None`` while unknown; a stage's last event
 ("done", "cached" or "skipped: ...") has ``done == total == 1``, so a progress bar can close on it."""
 
@@ -194,6 +194,13 @@ class PipelineConfig(StageConfig):
         return Path(self.out)
 
     @property
+    def traces_dir(self) -> Path:
+        return self.root / "traces"
+
+    def student_dir(self, strategy: Strategy) -> Path:
+        return self.root / "students" / strategy
+
+    @property
     def student_model(self) -> str:
         return self.student or self.teacher
 
@@ -205,7 +212,7 @@ class PipelineConfig(StageConfig):
             agents=g.agents, rounds=g.rounds, early_stop=g.early_stop, summarizer=g.summarizer, model=self.teacher,
             engine=self.engine, engine_options=self.engine_options, temperature=g.temperature, top_p=g.top_p,
             max_new_tokens=g.max_new_tokens, seed=g.seed, batch_size=g.batch_size, chunk_size=g.chunk_size,
-            out=str(self.root / "traces"),
+            out=str(self.traces_dir),
         )
 
     def distill_config(self, strategy: Strategy) -> SFTDistillConfig | PADConfig:
@@ -214,12 +221,12 @@ class PipelineConfig(StageConfig):
         managed = sorted(MANAGED_TRAINING_KEYS & set(overrides))
         if managed:
             raise ValueError(f"training.{strategy} sets {managed}; the pipeline sets those (use student / out)")
-        out = str(self.root / "students" / strategy)
+        out = str(self.student_dir(strategy))
         if strategy == "pad":
             # The PRM lives beside the student, so a GRPO-only change does not throw the trained PRM away.
             prm = {"out": str(self.root / "students" / "prm"), **overrides.pop("prm", {})}
             return PADConfig(model=self.student_model, out=out, prm=prm, **overrides)
-        return SFTDistillConfig(strategy=strategy, traces=str(self.root / "traces"), model=self.student_model,
+        return SFTDistillConfig(strategy=strategy, traces=str(self.traces_dir), model=self.student_model,
                                 out=out, **overrides)
 
     def engine_options_resolved(self) -> dict[str, Any]:
@@ -440,7 +447,7 @@ class _Pipeline:
             progress = partial(self.emit, "generate", "debating")
             store = generate(config, task=self.task, on_progress=progress)
             free_memory()
-            return {"traces": str(store.path), "questions": len(store)}
+            return {"questions": len(store)}
 
         fingerprint = stable_hash({"config": config.config_hash(), "n": config.n})
         return self.stage("generate", fingerprint, Path(config.out), run)
@@ -462,7 +469,7 @@ class _Pipeline:
         return students, skipped
 
     def _train(self, name: str, config: SFTDistillConfig | PADConfig) -> dict[str, Any]:
-        traces = list(read_traces(self.config.root / "traces"))
+        traces = list(read_traces(self.config.traces_dir))
         reason = _no_data_reason(config, traces)
         if reason:
             logger.warning("%s skipped: %s", name, reason)
@@ -473,14 +480,16 @@ class _Pipeline:
         else:
             path = train_sft(config, progress=partial(self.emit, name, "training"))
         free_memory()
-        return {"path": str(path), "fingerprint": read_manifest(path)["fingerprint"]}
+        return {"fingerprint": read_manifest(path)["fingerprint"]}
 
     # 3. evaluate
 
     def evaluate(self, students: dict[str, StageRecord]) -> Evaluations:
         items = self.task.items("held-out", self.settings.n_eval)
         perturbed = self._perturbed_items(items)
-        trained = {student_name(s): r.result for s, r in students.items()}
+        # Paths come from the config, never from stage records: a moved run root stays usable.
+        trained = {student_name(s): (str(self.config.student_dir(s)), r.result["fingerprint"])
+                   for s, r in students.items()}
         teacher, ev = self.config.teacher, Evaluations()
         try:
             if self.settings.base:
@@ -492,13 +501,14 @@ class _Pipeline:
                 ev.sc_k = self.settings.sc_k or sc_k_for_budget(ev.clean[MAS].traces(), ev.clean[BASE].traces())
                 sc = get_system(SELF_CONSISTENCY, k=ev.sc_k)
                 ev.clean[SELF_CONSISTENCY] = self.run_job(self._job(SELF_CONSISTENCY, sc, teacher, teacher, items))
-            for name, student in trained.items():
-                self._single_model_jobs(ev, name, student["path"], student["fingerprint"], items, perturbed)
+            for name, (path, fingerprint) in trained.items():
+                self._single_model_jobs(ev, name, path, fingerprint, items, perturbed)
             ev.gate_student = self._gate_student(ev, trained)
             if self.settings.hybrid_k:
-                student, sampler = trained[ev.gate_student], get_system(SELF_CONSISTENCY, k=self.settings.hybrid_k)
-                ev.confidence = self.run_job(self._job(f"{ev.gate_student}@confidence", sampler, student["path"],
-                                                       student["fingerprint"], items))
+                path, fingerprint = trained[ev.gate_student]
+                sampler = get_system(SELF_CONSISTENCY, k=self.settings.hybrid_k)
+                ev.confidence = self.run_job(self._job(f"{ev.gate_student}@confidence", sampler, path, fingerprint,
+                                                       items))
         finally:
             self.engines.release()
         return ev
@@ -507,17 +517,17 @@ class _Pipeline:
                            perturbed: list[Item]) -> None:
         """Everything one single-agent model answers, back to back so that it loads once: the clean
         items, the perturbed ones, the OOD task, the review probe."""
-        job = partial(self._job, model=model, model_identity=identity)
+        s, job = self.settings, partial(self._job, model=model, model_identity=identity)
         clean = ev.clean[name] = self.run_job(job(name, get_system("single"), items=items))
         if perturbed:
             ev.perturbed[name] = self.run_job(job(f"{name}@perturbed", get_system("single"), items=perturbed,
                                                   task=PerturbedTask(self.task)))
-        if self.settings.ood_task:
-            ood_task = get_task(self.settings.ood_task, **self.settings.ood_task_options)
+        if s.ood_task:
+            ood_task = get_task(s.ood_task, **s.ood_task_options)
             ev.ood[name] = self.run_job(job(
-                f"{name}@ood", get_system("single"), items=ood_task.items("held-out", self.settings.n_eval),
-                task=ood_task, task_identity={"task": self.settings.ood_task, "options": self.settings.ood_task_options}))
-        if self.settings.review:
+                f"{name}@ood", get_system("single"), items=ood_task.items("held-out", s.n_eval), task=ood_task,
+                task_identity={"task": s.ood_task, "options": s.ood_task_options}))
+        if s.review:
             probe = _ReviewProbe(clean.traces())
             ev.review[name] = self.run_job(job(f"{name}@review", probe, items=items,
                                                identity={"system": "review", "first": clean.fingerprint}))
@@ -538,7 +548,7 @@ class _Pipeline:
             perturbed += load_perturbation_file(self.settings.perturbation_file)
         return perturbed
 
-    def _gate_student(self, ev: Evaluations, trained: dict[str, dict[str, Any]]) -> str:
+    def _gate_student(self, ev: Evaluations, trained: dict[str, tuple[str, str]]) -> str:
         """The configured student, else the most accurate on the clean items (ties: first strategy)."""
         if self.config.gate_student is not None:
             name = student_name(self.config.gate_student)
@@ -614,9 +624,7 @@ class _Pipeline:
         write_json_atomic(out / DECISION_FILE, decision_json)
         write_json_atomic(out / SUMMARY_FILE, self._summary(ev, results, robustness, decision, skipped))
         logger.info("gate: %s", decision.summary)
-        paths = {name: str(path) for name, path in files.items()}
-        return {"decision": decision_json, "files": {**paths, DECISION_FILE: str(out / DECISION_FILE),
-                                                     SUMMARY_FILE: str(out / SUMMARY_FILE)}}
+        return {"decision": decision_json, "files": sorted([*files, DECISION_FILE, SUMMARY_FILE])}
 
     def _summary(self, ev: Evaluations, results: dict[str, EvalResult], robustness: dict[str, RobustnessTable],
                  decision: Decision, skipped: dict[str, str]) -> dict[str, Any]:
@@ -656,11 +664,11 @@ def run_pipeline(config: PipelineConfig, on_event: EventCallback | None = None) 
     report = run.report(evaluations, skipped)
     return {
         "out": str(config.root),
-        "traces": traces.result["traces"],
-        "students": {s: r.result["path"] for s, r in students.items()},
+        "traces": str(config.traces_dir / TRACES_FILE),
+        "students": {s: str(config.student_dir(s)) for s in students},
         "skipped": skipped,
         "eval": {e.name: str(e.dir) for e in evaluations.all()},
-        "report": report.result["files"],
+        "report": {name: str(config.root / "report" / name) for name in report.result["files"]},
         "decision": report.result["decision"],
         "stages": run.stages,
     }

@@ -28,7 +28,7 @@ def make_config(out: Path, model_dir: Path, **evaluate) -> PipelineConfig:
         generate={"agents": 2, "rounds": 2, "n_train": 4, "max_new_tokens": 8, "batch_size": 16, "chunk_size": 4},
         strategies=["sft", "rsft"], training={"sft": TRAINING, "rsft": TRAINING},
         evaluate={"n_eval": 4, "max_new_tokens": 8, "chunk_size": 2, "sc_k": 2, "hybrid_k": 2,
-                  "perturbations": ["change_numbers", "add_distractor"], **evaluate},
+                  "perturbations": ["change_numbers"], **evaluate},
     )
 
 
@@ -78,6 +78,7 @@ def test_second_run_skips_every_stage(first_run, copied_run, tiny_model_dir, mon
     result = run_pipeline(make_config(copied_run, tiny_model_dir))
     assert ran(result) == set() and set(result["stages"]) == set(first_run[1]["stages"])
     assert result["decision"] == first_run[1]["decision"]
+    assert result["students"]["sft"].startswith(str(copied_run))  # the moved root's own student, not the original
     assert (copied_run / "report" / "report.html").stat().st_mtime_ns == report_mtime
 
 
@@ -88,37 +89,48 @@ def test_changed_sc_k_reruns_only_self_consistency_and_report(copied_run, tiny_m
 
 
 def test_changed_n_eval_reruns_evaluation_but_not_generation_or_training(copied_run, tiny_model_dir):
-    result = run_pipeline(make_config(copied_run, tiny_model_dir, n_eval=3))
+    result = run_pipeline(make_config(copied_run, tiny_model_dir, n_eval=2))
     assert ran(result) == {s for s in result["stages"] if s.startswith("eval:")} | {"report"}
     assert {"generate", "distill:sft", "distill:rsft"} <= set(result["stages"]) - ran(result)
-    assert len((copied_run / "eval" / "debate" / "traces.jsonl").read_text().splitlines()) == 3
+    assert len((copied_run / "eval" / "debate" / "traces.jsonl").read_text().splitlines()) == 2
+
+
+def test_an_added_ood_task_runs_only_its_own_evaluations(copied_run, tiny_model_dir):
+    result = run_pipeline(make_config(copied_run, tiny_model_dir, ood_task="arithmetic",
+                                      ood_task_options={"n_operands": 3, "max_value": 999}))
+    assert ran(result) == {"eval:base@ood", "eval:student-sft@ood", "report"}
+    ood = json.loads((copied_run / "report" / "summary.json").read_text())["ood"]
+    assert set(ood) == {"base", "student-sft"} and all(m["n"] == 4 for m in ood.values())
 
 
 def test_a_crash_inside_one_system_resumes_where_it_stopped(copied_run, tiny_model_dir, monkeypatch):
     evaluate_system = pipeline.evaluate_system
     calls: list[tuple[str, int]] = []
+    crashed: list[bool] = []
 
-    def crash_on_second_debate_chunk(system, ctx, items, batch_size):
+    def crash_once_in_second_chunk(system, ctx, items, batch_size):
         calls.append((system.name, len(items)))
-        if calls.count(("debate", 2)) == 2:
+        if len(calls) == 2 and not crashed:
+            crashed.append(True)
             raise RuntimeError("simulated crash")
         return evaluate_system(system, ctx, items, batch_size)
 
-    config = make_config(copied_run, tiny_model_dir, n_eval=6)
-    monkeypatch.setattr(pipeline, "evaluate_system", crash_on_second_debate_chunk)
+    # A new k re-runs self-consistency only: 4 items in chunks of 2, killed in the second chunk.
+    config = make_config(copied_run, tiny_model_dir, sc_k=3)
+    monkeypatch.setattr(pipeline, "evaluate_system", crash_once_in_second_chunk)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_pipeline(config)
-    debate = copied_run / "eval" / "debate"
-    assert len((debate / "traces.jsonl").read_text().splitlines()) == 2
-    assert not json.loads((debate / "stage.json").read_text())["complete"]
+    sc = copied_run / "eval" / "self_consistency"
+    assert len((sc / "traces.jsonl").read_text().splitlines()) == 2
+    assert not json.loads((sc / "stage.json").read_text())["complete"]
 
     calls.clear()
     result = run_pipeline(config)
-    assert ("debate", 2) in calls and sum(n for name, n in calls if name == "debate") == 4  # 6 - 2 already done
-    assert {"generate", "distill:sft", "eval:base"} <= set(result["stages"]) - ran(result)
-    stage = json.loads((debate / "stage.json").read_text())
-    assert stage["complete"] and stage["result"]["questions"] == 6
-    assert json.loads((debate / "wall.json").read_text())["wall_time_s"] == stage["result"]["wall_time_s"]
+    assert calls == [("self_consistency", 2)]  # only the two questions the crash left undone
+    assert ran(result) == {"eval:self_consistency", "report"}
+    stage = json.loads((sc / "stage.json").read_text())
+    assert stage["complete"] and stage["result"]["questions"] == 4
+    assert json.loads((sc / "wall.json").read_text())["wall_time_s"] == stage["result"]["wall_time_s"]
     assert result["decision"]["outcome"] in OUTCOMES
 
 

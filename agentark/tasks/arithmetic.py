@@ -99,5 +99,7 @@ class ArithmeticTask(NumericAnswers, Task):
         return items
 
     def question_prompt(self, item: Item) -> str:
-        return (f"What is the result of {item.question}? Make sure to state your answer at the end of the "
-                "response as \\boxed{answer}.")
+        # Asking for the steps matters: without it Qwen2.5-Coder-0.5B answers in ~20 tokens and is right
+        # half as often (2/16 vs 4/16 greedy on held-out items), and there is no reasoning to distil.
+        return (f"What is the result of {item.question}? Solve it step by step, following the order of operations, "
+                "then state your answer at the end of the response as \\boxed{answer}.")

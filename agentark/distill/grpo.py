@@ -28,8 +28,9 @@ from agentark.config import StageConfig
 from agentark.distill.data import question_messages
 from agentark.distill.prm import PRMConfig, PRMScorer, as_traces, train_prm
 from agentark.distill.steps import prompt_text
-from agentark.distill.training import (canonical_hash, clear_manifest, data_hash, is_up_to_date, lora_config,
-                                      read_manifest, save_student, training_dtype_device, write_manifest)
+from agentark.distill.training import (canonical_hash, clear_manifest, data_hash, device_training_args,
+                                       is_up_to_date, lora_config, read_manifest, save_student,
+                                       training_dtype_device, write_manifest)
 from agentark.models.loading import load_tokenizer, resolve_model
 from agentark.models.packs import DEFAULT_MODEL
 from agentark.tasks import Task, get_task
@@ -224,10 +225,7 @@ def train_pad(config: PADConfig, traces: Iterable[QuestionTrace] | str | Path, t
         logging_steps=1,
         save_strategy="no",
         report_to=config.report_to,
-        bf16=device == "cuda",  # TRL defaults bf16 to True, even on CPU
-        # TRL defaults the deprecated alias gradient_checkpointing to True; the new name overrides it.
-        activation_checkpointing=config.activation_checkpointing,
-        dataloader_pin_memory=device == "cuda",
+        **device_training_args(device, config.activation_checkpointing),
         seed=config.seed,
         data_seed=config.seed,
     )

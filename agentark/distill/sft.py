@@ -24,6 +24,7 @@ from agentark.distill.training import (
     canonical_hash,
     clear_manifest,
     data_hash,
+    device_training_args,
     is_up_to_date,
     loss_curve,
     lora_config,
@@ -128,10 +129,7 @@ def build_trainer(config: SFTDistillConfig, dataset: Any, tokenizer: Any, progre
         max_length=config.max_length,
         completion_only_loss=True,
         seed=config.seed,
-        bf16=device == "cuda",  # TRL defaults bf16 to True, even on CPU
-        # TRL defaults the deprecated alias gradient_checkpointing to True; the new name overrides it.
-        activation_checkpointing=config.activation_checkpointing,
-        dataloader_pin_memory=device == "cuda",
+        **device_training_args(device, config.activation_checkpointing),
         logging_steps=config.logging_steps,
         logging_first_step=True,  # a loss point even for runs shorter than logging_steps
         report_to=config.report_to,

@@ -110,3 +110,13 @@ def training_dtype_device() -> tuple[Any, str]:
 def loss_curve(log_history: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]:
     """``(step, loss)`` points from a Trainer's ``state.log_history`` (the final summary row excluded)."""
     return [{"step": row["step"], "loss": row["loss"]} for row in log_history if "loss" in row and "step" in row]
+
+
+def device_training_args(device: str, activation_checkpointing: bool) -> dict[str, Any]:
+    """Trainer arguments that depend on the device, shared by the SFT and GRPO configs.
+
+    TRL defaults ``bf16`` to True even on CPU, and the deprecated alias ``gradient_checkpointing`` to
+    True; the new name ``activation_checkpointing`` overrides it.
+    """
+    return {"bf16": device == "cuda", "activation_checkpointing": activation_checkpointing,
+            "dataloader_pin_memory": device == "cuda"}

@@ -19,10 +19,10 @@ Everything here is a pure function of the traces: same traces, same samples, sam
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
 
+from agentark.tasks.grading import majority_vote
 from agentark.traces.schema import AgentTurn, QuestionTrace
 
 Sample = dict[str, Any]
@@ -77,12 +77,6 @@ def is_corrective(trace: QuestionTrace, agent: int) -> bool:
     return bool(turns) and turns[-1].correct and any(not t.correct for t in turns[:-1])
 
 
-def majority_answer(turns: Sequence[AgentTurn]) -> str | None:
-    """Most common non-empty answer; ties go to the lowest agent (turns are in agent order)."""
-    counts = Counter(t.answer for t in turns if t.answer is not None)
-    return counts.most_common(1)[0][0] if counts else None
-
-
 def ranked_correct_finals(trace: QuestionTrace) -> list[AgentTurn]:
     """Correct final-round solver turns, best target first.
 
@@ -90,7 +84,7 @@ def ranked_correct_finals(trace: QuestionTrace) -> list[AgentTurn]:
     agent index (a deterministic tie-break, so rebuilding the data never changes it).
     """
     finals = trace.final_turns()
-    majority = majority_answer(finals)
+    majority = majority_vote([t.answer for t in finals])
     correct = [t for t in finals if t.correct]
     return sorted(correct, key=lambda t: (not is_corrective(trace, t.agent), t.answer != majority, t.agent))
 

@@ -239,7 +239,8 @@ def evaluate(
         task_options["path"] = data
     models = list(model)
     if base:
-        models += [b for m in model if (b := base_model_of(m)) and b not in models]
+        models += [b for m in model if (b := base_model_of(m))]
+    models = list(dict.fromkeys(models))  # two students of one base: evaluate that base once
     try:
         with _progress() as progress:
             bars: dict[str, Any] = {}

@@ -619,18 +619,21 @@ class _Pipeline:
             hybrid = plan_hybrid(student, mas, agreement_confidence(confidence.traces), c.gate,
                                  student_cost_per_query=confidence.metrics.cost_per_1k_usd / 1000.0)
         decision = decide(student, mas, robustness.get(ev.gate_student), c.gate, hybrid)
-        files = write_report(out, list(results.values()), decision, robustness or None, title=c.title)
+        ood = {name: e.result(c.pricing) for name, e in ev.ood.items()}
+        review = {name: review_metrics(e.traces()) for name, e in ev.review.items()}
+        files = write_report(out, list(results.values()), decision, robustness or None, title=c.title,
+                             ood=ood, review=review)
         decision_json = json.loads(decision.model_dump_json())
         write_json_atomic(out / DECISION_FILE, decision_json)
-        write_json_atomic(out / SUMMARY_FILE, self._summary(ev, results, robustness, decision, skipped))
+        write_json_atomic(out / SUMMARY_FILE, self._summary(ev, results, robustness, ood, review, decision, skipped))
         logger.info("gate: %s", decision.summary)
         return {"decision": decision_json, "files": sorted([*files, DECISION_FILE, SUMMARY_FILE])}
 
     def _summary(self, ev: Evaluations, results: dict[str, EvalResult], robustness: dict[str, RobustnessTable],
-                 decision: Decision, skipped: dict[str, str]) -> dict[str, Any]:
-        """What the report has no section for (OOD, self-review) next to the headline numbers, as JSON."""
+                 ood: dict[str, EvalResult], review: dict[str, dict[str, Any]], decision: Decision,
+                 skipped: dict[str, str]) -> dict[str, Any]:
+        """The report's numbers as JSON, without the per-item vectors (those are in each system's directory)."""
         per_item = {"item_ids", "correct", "latencies_s"}
-        pricing = self.config.pricing
         return {
             "outcome": decision.outcome,
             "gate_student": ev.gate_student,
@@ -638,9 +641,8 @@ class _Pipeline:
             "skipped_strategies": skipped,
             "systems": {n: json.loads(r.metrics.model_dump_json(exclude=per_item)) for n, r in results.items()},
             "robustness": {n: t.model_dump(mode="json") for n, t in robustness.items()},
-            "ood": {n: json.loads(e.result(pricing).metrics.model_dump_json(exclude=per_item))
-                    for n, e in ev.ood.items()},
-            "review": {n: review_metrics(e.traces()) for n, e in ev.review.items()},
+            "ood": {n: json.loads(r.metrics.model_dump_json(exclude=per_item)) for n, r in ood.items()},
+            "review": review,
         }
 
 

@@ -59,3 +59,21 @@ def test_report_files_and_html(tmp_path):
     md = paths["report.md"].read_text()
     assert md.index(f"## Decision: {decision.outcome}") < md.index("## Systems")
     assert "![Latency](latency_cdf.png)" in md and "| accuracy |" in md
+
+
+def test_report_has_ood_and_self_review_sections_when_given(tmp_path):
+    student = compute_metrics(single_traces([True, True, False, True], system="student"), wall_time_s=2.0, name="student")
+    debate = compute_metrics([make_trace(f"q{i}", [["7", "7", "7"]]) for i in range(4)], wall_time_s=8.0, name="debate")
+    ood = {"student": compute_metrics(single_traces([True, False, False, False], system="student"), wall_time_s=1.0,
+                                         name="student")}
+    review = {"student": {"n": 4, "accuracy_turn1": 0.75, "accuracy_turn2": 0.5, "delta": -0.25,
+                          "wrong_to_right": 0, "right_to_wrong": 1}}
+    decision = decide(student, debate, None)
+
+    md = write_report(tmp_path, [student, debate], decision, ood=ood, review=review)["report.md"].read_text()
+
+    ood_part = md[md.index("## Out of distribution"):]
+    assert "| student | 4 | 0.250 [" in ood_part and "| 0.750 |" in ood_part  # OOD next to in-distribution
+    assert "| student | 4 | 0.750 | 0.500 | -0.250 | 0 | 1 |" in md[md.index("## Self-correction probe"):]
+    plain = write_report(tmp_path / "plain", [student, debate], decision)["report.md"].read_text()
+    assert "Out of distribution" not in plain and "Self-correction" not in plain

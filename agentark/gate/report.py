@@ -190,8 +190,29 @@ def _rounds_section(metrics: Sequence[SystemMetrics]) -> Section:
                    rows, "rounds.png")
 
 
+def _ood_section(metrics: Sequence[SystemMetrics], ood: Mapping[str, SystemMetrics]) -> Section:
+    in_dist = {m.name: m for m in metrics}
+    rows = [[name, str(m.n), f"{_num(m.accuracy)} [{_num(m.accuracy_ci[0])}, {_num(m.accuracy_ci[1])}]",
+             _num(in_dist[name].accuracy) if name in in_dist else "–", _num(m.generated_tokens_per_query, 1)]
+            for name, m in ood.items()]
+    return Section("Out of distribution", [
+        "Single-agent accuracy on a task the students were not trained on, next to the in-distribution accuracy."],
+        ["system", "n", "OOD accuracy [95% CI]", "in-distribution accuracy", "gen. tok/q"], rows)
+
+
+def _review_section(review: Mapping[str, Mapping[str, float]]) -> Section:
+    rows = [[name, str(r["n"]), _num(r["accuracy_turn1"]), _num(r["accuracy_turn2"]), f"{r['delta']:+.3f}",
+             str(r["wrong_to_right"]), str(r["right_to_wrong"])] for name, r in review.items()]
+    return Section("Self-correction probe", [
+        "Each single model answers, is asked to review its answer, and answers again (two turns)."],
+        ["system", "n", "turn 1", "turn 2", "Δ", "wrong→right", "right→wrong"], rows)
+
+
 def build_sections(metrics: Sequence[SystemMetrics], decision: Decision,
-                   robustness: Mapping[str, RobustnessTable] | None) -> tuple[list[Section], dict[str, Figure]]:
+                   robustness: Mapping[str, RobustnessTable] | None,
+                   ood: Mapping[str, SystemMetrics] | None = None,
+                   review: Mapping[str, Mapping[str, float]] | None = None,
+                   ) -> tuple[list[Section], dict[str, Figure]]:
     """Report sections in reading order, and the figures they refer to by file name."""
     team = [m for m in metrics if m.rounds is not None]
     sections = [
@@ -208,6 +229,10 @@ def build_sections(metrics: Sequence[SystemMetrics], decision: Decision,
     if team:
         sections.append(_rounds_section(team))
         figures["rounds.png"] = rounds_figure(team)
+    if review:
+        sections.append(_review_section(review))
+    if ood:
+        sections.append(_ood_section(metrics, ood))
     return sections, figures
 
 
@@ -263,17 +288,26 @@ def render_html(title: str, outcome: str, sections: Sequence[Section], images: M
     return "\n".join(parts)
 
 
+def _metrics(result: EvalResult | SystemMetrics) -> SystemMetrics:
+    return result.metrics if isinstance(result, EvalResult) else result
+
+
 def write_report(out_dir: str | Path, results: Sequence[EvalResult | SystemMetrics], decision: Decision,
                  robustness: Mapping[str, RobustnessTable] | None = None,
-                 title: str = "AgentArk pilot report") -> dict[str, Path]:
+                 title: str = "AgentArk pilot report",
+                 ood: Mapping[str, EvalResult | SystemMetrics] | None = None,
+                 review: Mapping[str, Mapping[str, float]] | None = None) -> dict[str, Path]:
     """Write ``report.md``, ``report.html`` and the PNG plots to ``out_dir``; returns their paths by file name.
 
-    ``robustness`` maps a system name to its :func:`~agentark.evaluate.robustness.robustness_table`.
+    ``robustness`` maps a system name to its :func:`~agentark.evaluate.robustness.robustness_table`;
+    ``ood`` a system name to its results on the out-of-distribution task; ``review`` a system name to
+    its :func:`~agentark.evaluate.robustness.review_metrics`.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = [r.metrics if isinstance(r, EvalResult) else r for r in results]
-    sections, figures = build_sections(metrics, decision, robustness)
+    metrics = [_metrics(r) for r in results]
+    ood_metrics = {name: _metrics(r) for name, r in (ood or {}).items()}
+    sections, figures = build_sections(metrics, decision, robustness, ood_metrics, review)
     images = {name: _png(fig) for name, fig in figures.items()}
     paths = {}
     for name, png in images.items():

@@ -54,15 +54,20 @@ class HFEngine:
     def _generate_chunk(self, prompts: list[list[int]], sampling: SamplingParams) -> list[Completion]:
         """Decode one left-padded batch, dropping each sequence from the batch as soon as it ends.
 
-        ``model.generate`` keeps finished sequences in the batch until the longest one ends; with
-        answers of 20 to 256 tokens that is most of the compute on CPU. Here a finished row leaves the
-        KV cache (``DynamicCache.batch_select_indices``), so each step only computes live rows.
+        Identical prompts (a debate's first round, self-consistency's k samples) are prefilled once
+        and their KV cache is copied to each row: on a compute-bound CPU the prefill is most of the
+        cost of short answers. ``model.generate`` also keeps finished sequences in the batch until
+        the longest one ends; with answers of 20 to 256 tokens that is most of the decoding compute,
+        so here a finished row leaves the KV cache (``DynamicCache.batch_select_indices``) and each
+        step only computes live rows.
         """
         import torch
         from transformers import DynamicCache
 
         device = self.model.device
-        batch = self.tokenizer.pad({"input_ids": prompts}, padding=True, return_tensors="pt").to(device)
+        distinct: dict[tuple[int, ...], int] = {}
+        source = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]  # row -> distinct prompt
+        batch = self.tokenizer.pad({"input_ids": [list(p) for p in distinct]}, padding=True, return_tensors="pt").to(device)
         input_ids, attention = batch["input_ids"], batch["attention_mask"]
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         eos = torch.tensor(self._eos_ids(), device=device)
@@ -75,10 +80,13 @@ class HFEngine:
         finish = ["length"] * len(prompts)
         start = time.perf_counter()
         with torch.inference_mode():
+            logits = self._next_logits(input_ids, attention, positions, cache)
+            if len(distinct) < len(prompts):
+                rows = torch.tensor(source, device=device)
+                cache.batch_select_indices(rows)
+                logits, attention, positions = logits[rows], attention[rows], positions[rows]
             for step in range(sampling.max_new_tokens):
-                logits = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                                    past_key_values=cache, use_cache=True, logits_to_keep=1).logits[:, -1, :]
-                next_tokens = pick_next_tokens(logits.float(), sampling, generator)
+                next_tokens = pick_next_tokens(logits, sampling, generator)
                 done = torch.zeros_like(next_tokens, dtype=torch.bool)
                 if not sampling.ignore_eos:
                     done = torch.isin(next_tokens, eos)
@@ -92,14 +100,20 @@ class HFEngine:
                 if len(keep) < len(live):
                     cache.batch_select_indices(keep)
                     live, attention, positions, next_tokens = live[keep], attention[keep], positions[keep], next_tokens[keep]
-                input_ids = next_tokens.unsqueeze(-1)
                 attention = torch.cat([attention, attention.new_ones(len(live), 1)], dim=-1)
                 positions = positions[:, -1:] + 1
+                logits = self._next_logits(next_tokens.unsqueeze(-1), attention, positions, cache)
         latency = time.perf_counter() - start
         return [
             Completion(self.tokenizer.decode(toks, skip_special_tokens=True), len(prompt), len(toks), latency, reason)
             for prompt, toks, reason in zip(prompts, tokens, finish)
         ]
+
+    def _next_logits(self, input_ids, attention, positions, cache):
+        """Logits (float32) of the next token for each row, extending ``cache``."""
+        out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
+                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1, :].float()
 
     def _eos_ids(self) -> list[int]:
         ids = self.model.generation_config.eos_token_id

@@ -1,0 +1,58 @@
+"""The hf engine's own decode loop against ``model.generate``: same greedy tokens, whatever the batch.
+
+The loop pads left, shares the prefill of identical prompts and drops finished rows from the KV
+cache; none of that may change what a prompt generates.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from agentark.engines.base import SamplingParams
+from agentark.engines.hf import HFEngine
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "What is 3 + 4 * 2?"}],
+    [{"role": "user", "content": "Natalia sold clips to 48 of her friends in April. How many in May?"}],
+    [{"role": "user", "content": "What is 3 + 4 * 2?"}],  # a twin of the first: prefilled once
+    [{"role": "user", "content": "7"}],
+    [{"role": "user", "content": "What is 3 + 4 * 2?"}, {"role": "assistant", "content": "11"},
+     {"role": "user", "content": "Can you give an updated response?"}],
+]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir) -> HFEngine:
+    return HFEngine.from_pretrained(str(tiny_model_dir), batch_size=8)
+
+
+def reference_tokens(engine: HFEngine, conversation, max_new_tokens: int) -> list[int]:
+    """Greedy tokens of ``model.generate`` for one unpadded prompt, up to and including EOS."""
+    import torch
+
+    (ids,) = engine._encode([conversation])
+    with torch.inference_mode():
+        out = engine.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                    max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=engine._eos_ids(),
+                                    pad_token_id=engine.tokenizer.pad_token_id)
+    return out[0, len(ids):].tolist()
+
+
+def test_greedy_batch_matches_model_generate_prompt_by_prompt(engine):
+    sampling = SamplingParams(temperature=0.0, max_new_tokens=12)
+    completions = engine.generate(CONVERSATIONS, sampling)
+    for conversation, completion in zip(CONVERSATIONS, completions):
+        expected = reference_tokens(engine, conversation, 12)
+        assert completion.text == engine.tokenizer.decode(expected, skip_special_tokens=True)
+        assert completion.completion_tokens == len(expected)
+        assert completion.prompt_tokens == len(engine._encode([conversation])[0])
+        assert completion.finish_reason == ("length" if len(expected) == 12 and expected[-1] not in engine._eos_ids()
+                                            else "stop")
+
+
+def test_identical_prompts_share_a_prefill_but_sample_independently(engine):
+    sampling = SamplingParams(temperature=1.0, max_new_tokens=8, seed=3)
+    twins = [CONVERSATIONS[0]] * 6
+    first = [c.text for c in engine.generate(twins, sampling)]
+    assert len(set(first)) > 1  # six draws from a random model's near-uniform distribution
+    assert [c.text for c in engine.generate(twins, sampling)] == first  # seeded: reproducible

@@ -112,7 +112,7 @@ class HFEngine:
     def _next_logits(self, input_ids, attention, positions, cache):
         """Logits (float32) of the next token for each row, extending ``cache``."""
         out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+                         cache=cache, use_cache=True, logits_to_keep=1)
         return out.logits[:, -1, :].float()
 
     def _eos_ids(self) -> list[int]:

@@ -36,11 +36,18 @@ def pick_device(device: str = "auto") -> str:
 
 
 def pick_dtype(dtype: str = "auto", device: str = "cpu") -> Any:
-    """``auto`` is bf16 on CUDA (where it is fast and safe for these models) and fp32 on CPU."""
+    """``auto`` is bf16 on CUDA and on a CPU with native bf16 (AVX512-BF16 or AMX), fp32 on other CPUs.
+
+    Inference only: on an AVX2-only CPU bf16 is emulated and slower than fp32, so it is never the
+    default there (:mod:`agentark.models.hardware`). Training on CPU stays fp32 (``training_dtype_device``).
+    """
     import torch
 
+    from agentark.models.hardware import cpu_info
+
     if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+        fast_bf16 = device.startswith("cuda") or (device == "cpu" and cpu_info().fast_bf16)
+        return torch.bfloat16 if fast_bf16 else torch.float32
     try:
         return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
                 "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]

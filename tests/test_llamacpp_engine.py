@@ -1,0 +1,127 @@
+"""The llamacpp engine: the same contract as the hf engine, GGUF conversion, and clear errors.
+
+A tiny random Qwen2 (real Qwen tokenizer, so llama.cpp's converter accepts it) goes through llama.cpp's
+own converter to GGUF f16 and through both engines, so conversion and batching are exercised for real.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from agentark.engines import get_engine, resolve_engine_kind
+from agentark.engines.base import SamplingParams
+from agentark.engines.llamacpp import LlamaCppEngine, LlamaCppError
+from agentark.models.gguf import GGUFError, resolve_gguf
+from agentark.models.hardware import cpu_info
+from tiny_model import build_tiny_qwen
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "What is 3 + 4?"}],
+    [{"role": "user", "content": "Name a colour."}],
+    [{"role": "user", "content": "What is 3 + 4?"}],  # identical to the first: same greedy answer
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Count to five."}],
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen(tmp_path_factory):
+    from transformers import AutoTokenizer
+
+    from agentark.models import pack_gguf
+
+    gguf = pack_gguf("qwen2.5-coder-0.5b-instruct")  # only its tokenizer is used
+    tok_dir = tmp_path_factory.mktemp("qwen-tokenizer")
+    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tok_dir)
+    return str(build_tiny_qwen(tmp_path_factory.mktemp("tiny-qwen"), tok_dir))
+
+
+@pytest.fixture(scope="module", params=["hf", "llamacpp"])
+def engine(request, tiny_qwen):
+    options = {"n_parallel": 4, "n_ctx_per_seq": 512} if request.param == "llamacpp" else {"batch_size": 4}
+    return get_engine(request.param, tiny_qwen, **options)
+
+
+def test_one_completion_per_conversation_with_accounting(engine):
+    out = engine.generate(CONVERSATIONS, SamplingParams(temperature=0.0, max_new_tokens=6))
+    assert len(out) == len(CONVERSATIONS)
+    for completion in out:
+        assert 0 < completion.completion_tokens <= 6 and completion.prompt_tokens > 5
+        assert completion.finish_reason in ("stop", "length") and completion.latency_s > 0
+    assert out[0].text == out[2].text and out[0].prompt_tokens == out[2].prompt_tokens
+    assert engine.generate([], SamplingParams()) == []
+
+
+def test_greedy_is_deterministic(engine):
+    sampling = SamplingParams(temperature=0.0, max_new_tokens=8)
+    assert [c.text for c in engine.generate(CONVERSATIONS, sampling)] == [c.text for c in engine.generate(CONVERSATIONS, sampling)]
+
+
+def test_seeded_sampling_repeats_and_positions_differ(engine):
+    sampling = SamplingParams(temperature=1.5, max_new_tokens=12, seed=11)
+    same = [CONVERSATIONS[0]] * 4
+    first = [c.text for c in engine.generate(same, sampling)]
+    assert first == [c.text for c in engine.generate(same, sampling)]
+    assert len(set(first)) > 1  # identical prompts, one seed: still different samples per position
+
+
+def test_ignore_eos_forces_the_length(engine):
+    out = engine.generate(CONVERSATIONS[:2], SamplingParams(temperature=0.0, max_new_tokens=10, ignore_eos=True))
+    assert [c.completion_tokens for c in out] == [10, 10] and {c.finish_reason for c in out} == {"length"}
+
+
+def test_gguf_f16_greedy_matches_transformers(tiny_qwen):
+    """llama.cpp on the converted f16 file writes what transformers writes in fp32 (greedy)."""
+    sampling = SamplingParams(temperature=0.0, max_new_tokens=12, ignore_eos=True)
+    hf = get_engine("hf", tiny_qwen, batch_size=4).generate(CONVERSATIONS, sampling)
+    cpp = LlamaCppEngine(tiny_qwen, n_parallel=4, n_ctx_per_seq=512).generate(CONVERSATIONS, sampling)
+    assert [c.prompt_tokens for c in cpp] == [c.prompt_tokens for c in hf]  # same chat template, same tokens
+    agree = sum(a.text == b.text for a, b in zip(hf, cpp))
+    assert agree >= len(CONVERSATIONS) - 1, [(a.text, b.text) for a, b in zip(hf, cpp)]
+
+
+def test_conversion_is_cached_by_weights(tiny_qwen):
+    first = resolve_gguf(tiny_qwen)
+    assert first.is_file() and first == resolve_gguf(tiny_qwen)
+
+
+def test_prompt_longer_than_the_context_names_the_option(tiny_qwen):
+    engine = LlamaCppEngine(tiny_qwen, n_parallel=1, n_ctx_per_seq=128)
+    with pytest.raises(LlamaCppError, match="n_ctx_per_seq"):
+        engine.generate([[{"role": "user", "content": "word " * 400}]], SamplingParams(max_new_tokens=4))
+
+
+def test_missing_and_corrupt_gguf_name_the_file(tmp_path):
+    with pytest.raises(GGUFError, match="nope.gguf"):
+        LlamaCppEngine(str(tmp_path / "nope.gguf"))
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 64)
+    with pytest.raises(LlamaCppError, match="bad.gguf"):
+        LlamaCppEngine(str(bad), n_parallel=1, n_ctx_per_seq=128)
+    with pytest.raises(GGUFError, match="no .safetensors"):
+        resolve_gguf(str(tmp_path))
+
+
+def test_missing_build_says_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "xllamacpp", None)
+    with pytest.raises(ImportError, match="pip install xllamacpp"):
+        LlamaCppEngine(str(tmp_path / "x.gguf"))
+
+
+def test_auto_engine_is_llamacpp_on_cpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: auto picks vllm or hf")
+    assert resolve_engine_kind("auto") == "llamacpp"
+    with pytest.raises(ValueError, match="valid engines"):
+        resolve_engine_kind("tensorrt")
+
+
+@pytest.mark.parametrize("flags,fast", [("fpu avx avx2 fma", False), ("avx2 avx512f avx512_bf16", True),
+                                        ("avx2 amx_tile amx_bf16 amx_int8", True)])
+def test_bf16_only_where_the_cpu_has_it(flags, fast):
+    info = cpu_info(f"processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t: sse\n")
+    assert info.model == "Test CPU" and info.fast_bf16 is fast
+    assert "avx2" in info.describe()

@@ -50,7 +50,7 @@ from agentark.distill.grpo import PADConfig, train_pad
 from agentark.distill.sft import SFTDistillConfig, train_sft
 from agentark.distill.steps import build_step_dataset
 from agentark.distill.training import canonical_hash, read_manifest
-from agentark.engines import Engine, SamplingParams, get_engine
+from agentark.engines import Engine, SamplingParams, close_engine, get_engine, with_batch_size
 from agentark.evaluate import (
     PERTURBATION_TYPES,
     EvalResult,
@@ -77,6 +77,7 @@ from agentark.traces.store import TRACES_FILE, TraceStore, read_traces, write_js
 logger = logging.getLogger(__name__)
 
 Strategy = Literal["rsft", "da", "sft", "pad"]
+Role = Literal["teacher", "student"]
 StageStatus = Literal["ran", "cached"]
 EventCallback = Callable[[str, str, int, int | None], None]
 """``on_event(stage, message, done, total)``: ``total`` is ``None`` while unknown; a stage's last event
@@ -165,8 +166,11 @@ class PipelineConfig(StageConfig):
     task_options: dict[str, Any] = Field(default_factory=dict)
     teacher: str = Field(DEFAULT_MODEL, description="Model of every debate agent (and of self-consistency).")
     student: str | None = Field(None, description="Base model of the students; default: the teacher.")
-    engine: str = "hf"
+    engine: str = Field("hf", description="Engine of the teacher (debate, self-consistency).")
     engine_options: dict[str, Any] = Field(default_factory=dict)
+    student_engine: str | None = Field(None, description="Engine of the base model and the students; default: engine.")
+    student_engine_options: dict[str, Any] | None = Field(
+        None, description="Default: engine_options when student_engine is unset, else none.")
     generate: DebateSettings = Field(default_factory=DebateSettings)
     strategies: list[Strategy] = Field(default_factory=lambda: ["rsft"], min_length=1)
     training: dict[Strategy, dict[str, Any]] = Field(
@@ -229,12 +233,16 @@ class PipelineConfig(StageConfig):
         return SFTDistillConfig(strategy=strategy, traces=str(self.traces_dir), model=self.student_model,
                                 out=out, **overrides)
 
-    def engine_options_resolved(self) -> dict[str, Any]:
-        """Engine options for evaluation: the hf engine batches ``generate.batch_size`` sequences by default."""
-        options = dict(self.engine_options)
-        if self.engine == "hf":
-            options.setdefault("batch_size", self.generate.batch_size)
-        return options
+    def engine_for(self, role: Role) -> tuple[str, dict[str, Any]]:
+        """(engine kind, options) of the teacher's or the student's jobs; every engine batches
+        ``generate.batch_size`` sequences unless its options say otherwise."""
+        if role == "teacher" or self.student_engine is None:
+            kind = self.engine
+            options = self.engine_options if role == "teacher" or self.student_engine_options is None \
+                else self.student_engine_options
+        else:
+            kind, options = self.student_engine, self.student_engine_options or {}
+        return kind, with_batch_size(kind, options, self.generate.batch_size)
 
 
 # --- the stage cache ------------------------------------------------------------------------------
@@ -301,28 +309,29 @@ def free_memory() -> None:
 
 
 class EngineSlot:
-    """At most one model in memory: asking for another model frees the current one first.
+    """At most one model in memory: asking for another model (or engine) frees the current one first.
 
     Evaluation runs all jobs of one model back to back, so each model loads once (the gate's
     student may load a second time for its confidence samples, chosen only after all students ran).
     """
 
-    def __init__(self, kind: str, options: dict[str, Any]):
-        self.kind, self.options = kind, options
-        self._model: str | None = None
+    def __init__(self) -> None:
+        self._key: tuple[str, str, str] | None = None
         self._engine: Engine | None = None
 
-    def get(self, model: str) -> Engine:
-        if self._engine is None or self._model != model:
+    def get(self, model: str, kind: str, options: dict[str, Any]) -> Engine:
+        key = (model, kind, stable_hash(options))
+        if self._engine is None or self._key != key:
             self.release()
-            logger.info("loading %s (%s engine)", model, self.kind)
-            self._engine = get_engine(self.kind, model, **self.options)
-            self._model = model
+            logger.info("loading %s (%s engine)", model, kind)
+            self._engine = get_engine(kind, model, **options)
+            self._key = key
         return self._engine
 
     def release(self) -> None:
         if self._engine is not None:
-            self._engine, self._model = None, None
+            close_engine(self._engine)
+            self._engine, self._key = None, None
             free_memory()
 
 
@@ -354,6 +363,7 @@ class EvalJob:
     task: Task
     task_identity: dict[str, Any]
     items: list[Item]
+    role: Role = "student"
 
 
 @dataclass(frozen=True)
@@ -427,8 +437,7 @@ class _Pipeline:
         self.emit: EventCallback = on_event or (lambda stage, message, done, total: None)
         self.task = get_task(config.task, **config.task_options)
         self.task_identity = {"task": config.task, "options": config.task_options}
-        self.engine_options = config.engine_options_resolved()
-        self.engines = EngineSlot(config.engine, self.engine_options)
+        self.engines = EngineSlot()
         self.stages: dict[str, StageStatus] = {}
 
     def stage(self, name: str, fingerprint: str, out_dir: Path, fn: Callable[[], dict[str, Any]]) -> StageRecord:
@@ -496,11 +505,12 @@ class _Pipeline:
                 base = self.config.student_model
                 self._single_model_jobs(ev, BASE, base, base, items, perturbed=[])
             debate = get_system(MAS, **self.config.generate_config().system_options())
-            ev.clean[MAS] = self.run_job(self._job(MAS, debate, teacher, teacher, items))
+            ev.clean[MAS] = self.run_job(self._job(MAS, debate, teacher, teacher, items, role="teacher"))
             if self.settings.self_consistency:
                 ev.sc_k = self.settings.sc_k or sc_k_for_budget(ev.clean[MAS].traces(), ev.clean[BASE].traces())
                 sc = get_system(SELF_CONSISTENCY, k=ev.sc_k)
-                ev.clean[SELF_CONSISTENCY] = self.run_job(self._job(SELF_CONSISTENCY, sc, teacher, teacher, items))
+                ev.clean[SELF_CONSISTENCY] = self.run_job(self._job(SELF_CONSISTENCY, sc, teacher, teacher, items,
+                                                                    role="teacher"))
             for name, (path, fingerprint) in trained.items():
                 self._single_model_jobs(ev, name, path, fingerprint, items, perturbed)
             ev.gate_student = self._gate_student(ev, trained)
@@ -534,12 +544,12 @@ class _Pipeline:
 
     def _job(self, name: str, system: MultiAgentSystem, model: str, model_identity: str, items: list[Item],
              task: Task | None = None, task_identity: dict[str, Any] | None = None,
-             identity: dict[str, Any] | None = None) -> EvalJob:
+             identity: dict[str, Any] | None = None, role: Role = "student") -> EvalJob:
         # A registry system's instance attributes are exactly its constructor options (agents, rounds, k...).
         return EvalJob(
             name=name, system=system, identity=identity or {"system": system.name, **vars(system)},
             model=model, model_identity=model_identity, task=task or self.task,
-            task_identity=task_identity or self.task_identity, items=items,
+            task_identity=task_identity or self.task_identity, items=items, role=role,
         )
 
     def _perturbed_items(self, items: list[Item]) -> list[Item]:
@@ -562,12 +572,13 @@ class _Pipeline:
         """What decides an evaluation's traces *and its wall time*: engine settings and batch size count,
         since the gate reads latency and cost from this run."""
         s = self.settings
+        kind, options = self.config.engine_for(job.role)
         return stable_hash({
             "system": job.identity, "model": job.model_identity, "task": job.task_identity,
             "items": _items_hash(job.items),
             "sampling": {"temperature": s.temperature, "top_p": s.top_p, "max_new_tokens": s.max_new_tokens,
                          "seed": s.seed},
-            "engine": self.config.engine, "engine_options": self.engine_options, "chunk_size": s.chunk_size,
+            "engine": kind, "engine_options": options, "chunk_size": s.chunk_size,
         })
 
     def run_job(self, job: EvalJob) -> Evaluated:
@@ -588,7 +599,8 @@ class _Pipeline:
             chunk = todo[start : start + s.chunk_size]
             sampling = SamplingParams(temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
                                       seed=chunk_seed(s.seed, [item.id for item in chunk]))
-            ctx = RunContext(task=job.task, engine=self.engines.get(job.model), sampling=sampling,
+            ctx = RunContext(task=job.task, engine=self.engines.get(job.model, *self.config.engine_for(job.role)),
+                             sampling=sampling,
                              config_hash=fingerprint)
             traces, seconds = evaluate_system(job.system, ctx, chunk, batch_size=len(chunk))
             store.append(traces)

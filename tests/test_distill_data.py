@@ -8,11 +8,14 @@ from agentark.distill.data import (
     BUILDERS,
     build_answer_only,
     build_da,
-    build_dataset,
     build_rsft,
+    build_samples,
     dataset_stats,
+    pool_stats,
     select_diverse,
     structure_distance,
+    to_dataset,
+    unsolved_by,
 )
 from agentark.traces.schema import AgentTurn, QuestionTrace
 
@@ -160,17 +163,52 @@ def test_answer_only_is_the_gold_answer_for_every_question():
     ]
 
 
-def test_build_dataset_gives_trl_prompt_completion_columns():
+def test_samples_as_dataset_give_trl_prompt_completion_columns():
     traces = [make_trace("q1", [[GOLD, "7"], [GOLD, GOLD]]), make_trace("q2", [[GOLD, GOLD]])]
     assert set(BUILDERS) == {"rsft", "da", "sft"}
-    ds = build_dataset("rsft", traces, per_question="all")
+    ds = to_dataset(build_samples("rsft", traces, per_question="all"))
     assert len(ds) == 4
     assert set(ds.column_names) == {"prompt", "completion", "item_id", "strategy", "agent", "round", "corrective"}
     assert ds[0]["prompt"] == question_prompt("q1") and ds[0]["corrective"] is True
     with pytest.raises(ValueError, match="unknown distillation strategy"):
-        build_dataset("ppo", traces)
+        build_samples("ppo", traces)
     with pytest.raises(ValueError, match="no training samples"):
-        build_dataset("rsft", [make_trace("bad", [["7"]])])
+        to_dataset(build_samples("rsft", [make_trace("bad", [["7"]])]))
+
+
+def _capped(trace: QuestionTrace, agent: int) -> QuestionTrace:
+    """The same trace with ``agent``'s final turn cut by the token cap (its answer still graded right)."""
+    for turn in trace.final_turns():
+        if turn.agent == agent:
+            turn.finish_reason = "length"
+    return trace
+
+
+def test_builders_never_train_on_capped_or_answerless_targets():
+    trace = _capped(make_trace("q1", [[GOLD, GOLD, GOLD]]), agent=0)
+    assert [s["agent"] for s in build_rsft([trace], per_question="all")] == [1, 2]
+    assert [s["agent"] for s in build_rsft([trace])] == [1]
+    assert 0 not in [s["agent"] for s in build_da([trace], k=3)]
+    only_capped = _capped(make_trace("q2", [[GOLD, "7"]]), agent=0)
+    assert build_rsft([only_capped]) == [] and build_da([only_capped]) == []
+    # Marked correct but without an extracted answer: never a target either.
+    answerless = make_trace("q3", [[GOLD, GOLD]])
+    answerless.final_turns()[0].answer = None
+    assert [s["agent"] for s in build_rsft([answerless], per_question="all")] == [1]
+
+
+def test_pool_stats_count_what_the_builders_leave_out():
+    traces = [_capped(make_trace("q1", [[GOLD, GOLD, "7"]]), agent=0), make_trace("q2", [["7", "7", "7"]])]
+    stats = pool_stats(traces)
+    assert stats == {"questions": 2, "questions_final_correct": 1, "final_turns": 6, "final_turns_correct": 2,
+                     "final_turns_target": 1, "final_turns_capped": 1, "capped_share": 1 / 6,
+                     "final_turns_no_answer": 0}
+
+
+def test_unsolved_by_keeps_the_questions_the_student_got_wrong_alone():
+    team = [make_trace(q, [[GOLD, GOLD]]) for q in ("a", "b", "c")]
+    student = [make_trace("a", [[GOLD]]), make_trace("b", [["7"]])]  # "c" was not in the student's run
+    assert [t.item_id for t in unsolved_by(team, student)] == ["b", "c"]
 
 
 class WordTokenizer:

@@ -203,3 +203,27 @@ def test_grpo_two_steps_saves_a_loadable_student(trained_prm, arithmetic, tiny_m
     assert manifest["strategy"] == "pad" and manifest["n_questions"] == 2
     assert manifest["reward"]["n_logged"] == 2 and manifest["reward"]["first"] is not None
     assert manifest["prm"]["held_out"]["auroc"] is not None
+
+
+def test_grpo_with_dense_credit_trains_on_per_token_advantages(trained_prm, arithmetic, tiny_model_dir, tmp_path,
+                                                               monkeypatch):
+    import agentark.distill.grpo as grpo
+
+    seen: list = []
+    real = grpo.dense_token_advantages
+
+    def spy(*args, **kwargs):
+        seen.append(out := real(*args, **kwargs))
+        return out
+
+    monkeypatch.setattr(grpo, "dense_token_advantages", spy)
+    prm, _ = trained_prm
+    config = PADConfig(model=str(tiny_model_dir), out=str(tmp_path / "dense"), prm=prm.model_dump(),
+                       num_generations=2, prompts_per_step=1, max_completion_length=12, max_steps=2,
+                       max_prompt_length=256, learning_rate=1e-3, credit="dense", min_form_temperature=0.5)
+    assert train_pad(config, TRACES[:2], task=arithmetic) == tmp_path / "dense"
+    assert len(seen) == 2  # one generation batch per step
+    advantages, _ = seen[0]
+    assert len(advantages) == 2 and all(len(a) >= 1 for a in advantages)
+    manifest = json.loads((tmp_path / "dense" / "manifest.json").read_text())
+    assert manifest["config"]["credit"] == "dense" and manifest["reward"]["n_logged"] == 2

@@ -181,3 +181,27 @@ def test_yaml_examples_load():
     root = Path(__file__).resolve().parents[1] / "examples"
     for name in ("demo.yaml", "gpu-hub-model.yaml"):
         PipelineConfig.from_yaml(root / name)
+
+
+def test_teacher_and_student_of_different_models_and_engine_settings(tmp_path, tiny_model_dir):
+    """The paper's setting: a teacher team of one model distilled into another (its own config and
+    vocabulary); training samples are text, so the student's tokenizer renders them."""
+    from tiny_model import build_tiny_model
+    from transformers import AutoConfig, AutoTokenizer
+
+    student_dir = build_tiny_model(tmp_path / "student", vocab_size=320, seed=1, hidden_size=32, num_hidden_layers=1)
+    assert len(AutoTokenizer.from_pretrained(student_dir)) != len(AutoTokenizer.from_pretrained(tiny_model_dir))
+    config = make_config(tmp_path / "run", tiny_model_dir).model_copy(update={
+        "student": str(student_dir), "student_engine": "hf",
+        "student_engine_options": {"device": "cpu", "batch_size": 3}, "strategies": ["sft"]})
+    assert config.engine_for("teacher") == ("hf", {"device": "cpu", "batch_size": 16})
+    assert config.engine_for("student") == ("hf", {"device": "cpu", "batch_size": 3})
+    result = run_pipeline(config)
+    out = tmp_path / "run"
+    manifest = json.loads((out / "students" / "sft" / "manifest.json").read_text())
+    assert manifest["base_model"] == str(student_dir)
+    assert AutoConfig.from_pretrained(out / "students" / "sft").hidden_size == 32
+    models = {name: json.loads((out / "eval" / name / "traces.jsonl").read_text().splitlines()[0])["model_id"]
+              for name in ("base", "debate", "student-sft")}
+    assert models["debate"] == str(tiny_model_dir) and models["base"] == str(student_dir)
+    assert "sft" in result["students"]

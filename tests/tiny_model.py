@@ -27,8 +27,9 @@ _CORPUS = [
 ]
 
 
-def build_tiny_model(out_dir: str | Path, vocab_size: int = 384, seed: int = 0) -> Path:
-    """Write a random 2-layer Llama + trained byte-level BPE tokenizer to ``out_dir``."""
+def build_tiny_model(out_dir: str | Path, vocab_size: int = 384, seed: int = 0, hidden_size: int = 64,
+                     num_hidden_layers: int = 2) -> Path:
+    """Write a random Llama (2 layers, width 64 by default) + trained byte-level BPE tokenizer to ``out_dir``."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -54,9 +55,9 @@ def build_tiny_model(out_dir: str | Path, vocab_size: int = 384, seed: int = 0) 
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(hf_tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_hidden_layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=2048,

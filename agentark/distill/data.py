@@ -13,6 +13,11 @@ Three strategies, after the AgentArk paper:
   structurally different, so the student sees several distinct ways to the same answer.
 * ``sft`` (answer-only baseline): the gold answer alone, no reasoning.
 
+A trajectory is a training target only if it is correct, has a final answer and ended on its own:
+one that hit the token cap (``finish_reason == "length"``) teaches the student to ramble into the cap.
+:func:`unsolved_by` narrows any strategy to the questions a student got wrong on its own, the ones
+whose answer it can only learn from the team.
+
 Everything here is a pure function of the traces: same traces, same samples, same order.
 """
 
@@ -77,15 +82,20 @@ def is_corrective(trace: QuestionTrace, agent: int) -> bool:
     return bool(turns) and turns[-1].correct and any(not t.correct for t in turns[:-1])
 
 
+def is_target(turn: AgentTurn) -> bool:
+    """Correct, with an extracted answer, and finished before the token cap."""
+    return turn.correct and turn.answer is not None and turn.finish_reason != "length"
+
+
 def ranked_correct_finals(trace: QuestionTrace) -> list[AgentTurn]:
-    """Correct final-round solver turns, best target first.
+    """Usable (:func:`is_target`) final-round solver turns, best target first.
 
     Order: corrective trajectories, then those agreeing with the final-round majority, then the lowest
     agent index (a deterministic tie-break, so rebuilding the data never changes it).
     """
     finals = trace.final_turns()
     majority = majority_vote([t.answer for t in finals])
-    correct = [t for t in finals if t.correct]
+    correct = [t for t in finals if is_target(t)]
     return sorted(correct, key=lambda t: (not is_corrective(trace, t.agent), t.answer != majority, t.agent))
 
 
@@ -127,6 +137,16 @@ def select_diverse(texts: Sequence[str], k: int) -> list[int]:
             break
         chosen.append(best)
     return chosen
+
+
+# --- which questions ----------------------------------------------------------------------------
+
+
+def unsolved_by(traces: Iterable[QuestionTrace], student_run: Iterable[QuestionTrace]) -> list[QuestionTrace]:
+    """The debate traces of questions the student answered wrong in its own run (e.g. ``single`` on the
+    same train questions). A question missing from ``student_run`` is kept: nothing says it is solved."""
+    solved = {t.item_id for t in student_run if t.final_correct}
+    return [t for t in traces if t.item_id not in solved]
 
 
 # --- builders ------------------------------------------------------------------------------------
@@ -189,9 +209,22 @@ def to_dataset(samples: Sequence[Sample]):
     return Dataset.from_list(list(samples))
 
 
-def build_dataset(strategy: str, traces: Iterable[QuestionTrace], **opts: Any):
-    """:func:`build_samples` as a ``datasets.Dataset`` ready for TRL's ``SFTTrainer``."""
-    return to_dataset(build_samples(strategy, traces, **opts))
+def pool_stats(traces: Iterable[QuestionTrace]) -> dict[str, Any]:
+    """What the builders choose from: questions, final-round turns, and why turns are not targets."""
+    traces = list(traces)
+    finals = [t for trace in traces for t in trace.final_turns()]
+    n = len(finals)
+    capped = sum(t.finish_reason == "length" for t in finals)
+    return {
+        "questions": len(traces),
+        "questions_final_correct": sum(t.final_correct for t in traces),
+        "final_turns": n,
+        "final_turns_correct": sum(t.correct for t in finals),
+        "final_turns_target": sum(map(is_target, finals)),
+        "final_turns_capped": capped,
+        "capped_share": capped / n if n else 0.0,
+        "final_turns_no_answer": sum(t.answer is None for t in finals),
+    }
 
 
 def dataset_stats(samples: Sequence[Sample], tokenizer: Any = None) -> dict[str, Any]:

@@ -12,12 +12,17 @@ aggregation (default) makes a solution only as good as its worst step.
 TRL's ``GRPOTrainer`` does the RL; it passes every extra dataset column to reward functions as a
 keyword argument (one value per completion), which is how each completion's ``gold`` reaches
 :class:`PADReward`.
+
+``credit="dense"`` keeps the same PRM and verifiable reward but gives each token the min-form
+return-to-go of its own step instead of one number per solution (:mod:`agentark.distill.credit`),
+through a ``GRPOTrainer`` subclass that replaces the per-solution advantages with per-token ones.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from dataclasses import dataclass
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -25,9 +30,10 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from agentark.config import StageConfig
+from agentark.distill.credit import group_advantages, step_spans, token_returns, token_steps
 from agentark.distill.data import question_messages
 from agentark.distill.prm import PRMConfig, PRMScorer, as_traces, train_prm
-from agentark.distill.steps import prompt_text
+from agentark.distill.steps import prompt_text, segment_steps
 from agentark.distill.training import (canonical_hash, clear_manifest, data_hash, device_training_args,
                                        is_up_to_date, lora_config, read_manifest, save_student,
                                        training_dtype_device, write_manifest)
@@ -38,6 +44,7 @@ from agentark.traces.schema import QuestionTrace
 logger = logging.getLogger(__name__)
 
 Aggregation = Literal["min", "mean", "last"]
+Credit = Literal["scalar", "dense"]
 
 
 class PADConfig(StageConfig):
@@ -66,7 +73,10 @@ class PADConfig(StageConfig):
     use_lora: bool = True
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
-    aggregation: Aggregation = "min"
+    aggregation: Aggregation = Field("min", description="scalar credit: how step scores become one reward.")
+    credit: Credit = Field("scalar", description="scalar: one reward per solution; dense: each step's min-form "
+                           "return-to-go on its own tokens plus the verifiable reward (PURE).")
+    min_form_temperature: float = Field(0.1, gt=0, description="dense credit: T of the softmax(-r/T) step weights.")
     correctness_coef: float = 1.0
     seed: int = 0
     activation_checkpointing: bool = Field(False, description="Recompute activations: less memory, slower.")
@@ -109,6 +119,15 @@ def _prompt(prompt: Any) -> str:
     return prompt if isinstance(prompt, str) else prompt_text(prompt)
 
 
+@dataclass(frozen=True)
+class ScoredBatch:
+    """What the reward saw of the last batch, per completion: its text, PRM step scores, correctness."""
+
+    texts: list[str]
+    step_scores: list[list[float]]
+    outcome: list[float]
+
+
 class PADReward:
     """TRL reward function: PRM aggregate + ``correctness_coef`` x verifiable correctness.
 
@@ -122,6 +141,7 @@ class PADReward:
         self.task = task
         self.aggregation = aggregation
         self.correctness_coef = correctness_coef
+        self.last: ScoredBatch | None = None
 
     def correct(self, text: str, gold: str) -> float:
         task = self.task
@@ -130,8 +150,10 @@ class PADReward:
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], gold: Sequence[str],
                  log_metric: Callable[[str, float], None] | None = None, **_: Any) -> list[float]:
         texts = [_text(c) for c in completions]
-        process = [aggregate(s, self.aggregation) for s in self.scorer.score([_prompt(p) for p in prompts], texts)]
+        step_scores = self.scorer.score([_prompt(p) for p in prompts], texts)
+        process = [aggregate(s, self.aggregation) for s in step_scores]
         outcome = [self.correct(t, g) for t, g in zip(texts, gold, strict=True)]
+        self.last = ScoredBatch(texts, step_scores, outcome)
         if log_metric is not None and texts:
             log_metric("pad/prm", sum(process) / len(process))
             log_metric("pad/correct", sum(outcome) / len(outcome))
@@ -143,6 +165,60 @@ def make_reward_function(scorer: Any, task: Task, aggregation: Aggregation | str
     """The PAD reward for ``GRPOTrainer(reward_funcs=[...])``; ``scorer`` needs ``score(prompts, completions)``
     returning P(right) per step (:class:`~agentark.distill.prm.PRMScorer`)."""
     return PADReward(scorer, task, aggregation, correctness_coef)
+
+
+def dense_token_advantages(tokenizer: Any, completion_ids: Sequence[Sequence[int]], batch: ScoredBatch,
+                           step_mode: str, group_size: int, temperature: float,
+                           outcome_coef: float) -> tuple[list[list[float]], int]:
+    """Per-token advantages of a generated batch from the reward's step scores; also the number of
+    solutions whose steps could not be placed on their tokens (they get their whole-solution return
+    on every token, i.e. scalar credit)."""
+    returns, unplaced = [], 0
+    for ids, text, scores, outcome in zip(completion_ids, batch.texts, batch.step_scores, batch.outcome, strict=True):
+        ids = list(ids)
+        decoded = tokenizer.decode(ids, skip_special_tokens=True)
+        ends = [len(tokenizer.decode(ids[: i + 1], skip_special_tokens=True)) for i in range(len(ids))]
+        try:
+            steps = token_steps(ends, step_spans(decoded, segment_steps(text, step_mode)))
+        except ValueError:
+            unplaced += 1
+            steps = [0] * len(ids)
+        returns.append(token_returns(scores, steps, outcome, temperature, outcome_coef) or [outcome_coef * outcome])
+    return group_advantages(returns, group_size), unplaced
+
+
+def _dense_trainer_class() -> type:
+    """``GRPOTrainer`` with per-token advantages (built lazily: TRL is imported only when training)."""
+    import torch
+    from trl import GRPOTrainer
+
+    class DenseCreditGRPOTrainer(GRPOTrainer):
+        """Replaces GRPO's per-solution advantage with each token's step return (TRL >= 1.16 accepts
+        advantages of shape (batch, tokens) from subclasses)."""
+
+        def __init__(self, *args: Any, pad_reward: PADReward, min_form_temperature: float, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            self.pad_reward, self.min_form_temperature = pad_reward, min_form_temperature
+
+        def _generate_and_score_completions(self, inputs: Any) -> dict[str, Any]:
+            output = super()._generate_and_score_completions(inputs)
+            batch = self.pad_reward.last
+            ids, mask = output["completion_ids"], output["completion_mask"]
+            if batch is None or len(batch.texts) != len(ids):
+                raise RuntimeError("dense credit: the reward did not score this batch (one process expected)")
+            rows = [row[: int(m.sum())].tolist() for row, m in zip(ids, mask)]
+            mode = getattr(self.pad_reward.scorer, "step_mode", "auto")
+            advantages, unplaced = dense_token_advantages(
+                self.processing_class, rows, batch, mode, self.num_generations, self.min_form_temperature,
+                self.pad_reward.correctness_coef)
+            dense = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+            for i, row in enumerate(advantages):
+                dense[i, : len(row)] = torch.tensor(row, dtype=torch.float32)
+            output["advantages"] = dense
+            self._metrics["train"]["pad/unplaced_steps"].append(unplaced / len(rows))
+            return output
+
+    return DenseCreditGRPOTrainer
 
 
 def grpo_rows(traces: Iterable[QuestionTrace], tokenizer: Any, max_prompt_length: int) -> list[dict]:
@@ -230,15 +306,20 @@ def train_pad(config: PADConfig, traces: Iterable[QuestionTrace] | str | Path, t
         data_seed=config.seed,
     )
     peft_config = lora_config(r=config.lora_r, alpha=config.lora_alpha) if config.use_lora else None
-    trainer = GRPOTrainer(
+    reward = make_reward_function(scorer, task, config.aggregation, config.correctness_coef)
+    dense = {"pad_reward": reward, "min_form_temperature": config.min_form_temperature}
+    trainer_class, extra = (_dense_trainer_class(), dense) if config.credit == "dense" else (GRPOTrainer, {})
+    trainer = trainer_class(
         model=model,
-        reward_funcs=[make_reward_function(scorer, task, config.aggregation, config.correctness_coef)],
+        reward_funcs=[reward],
         args=args,
         train_dataset=datasets.Dataset.from_list(rows),
         processing_class=tokenizer,
         peft_config=peft_config,
+        **extra,
     )
-    logger.info("PAD: GRPO on %d questions, %d steps x %d questions x %d generations", len(rows), config.max_steps,
+    logger.info("PAD (%s credit): GRPO on %d questions, %d steps x %d questions x %d generations", config.credit,
+                len(rows), config.max_steps,
                 config.prompts_per_step, config.num_generations)
     trainer.train()
     save_student(trainer.model, tokenizer, out_dir, merge=True)

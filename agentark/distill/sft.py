@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from agentark.config import StageConfig
-from agentark.distill.data import Sample, build_samples, dataset_stats, to_dataset
+from agentark.distill.data import Sample, build_samples, dataset_stats, pool_stats, to_dataset, unsolved_by
 from agentark.distill.training import (
     canonical_hash,
     clear_manifest,
@@ -34,6 +34,7 @@ from agentark.distill.training import (
 )
 from agentark.models.loading import load_tokenizer, resolve_model
 from agentark.models.packs import DEFAULT_MODEL
+from agentark.traces.schema import QuestionTrace
 from agentark.traces.store import read_traces
 
 logger = logging.getLogger(__name__)
@@ -52,13 +53,16 @@ class SFTDistillConfig(StageConfig):
     # Not part of the fingerprint: where things go, re-run policy, logging, and the traces path (the
     # data hash already covers the trace content, so a moved run directory does not force retraining).
     operational_fields: ClassVar[frozenset[str]] = frozenset(
-        {"out", "force", "traces", "report_to", "logging_steps", "activation_checkpointing"}
+        {"out", "force", "traces", "student_run", "report_to", "logging_steps", "activation_checkpointing"}
     )
 
     strategy: Literal["rsft", "da", "sft"] = "rsft"
     traces: str = Field(description="Run directory or traces.jsonl of the multi-agent run to distil.")
     model: str = Field(DEFAULT_MODEL, description="Student to start from: pack name, local dir or hub id.")
     out: str = "students/student"
+    student_run: str | None = Field(
+        None, description="A run of the student alone on the same train questions (agentark generate --system "
+        "single): questions it answered right are left out, so training holds only what it must learn from the team.")
     per_question: Literal["one", "all"] = Field("one", description="rsft: one trajectory per question, or all correct.")
     k: int = Field(3, ge=1, le=3, description="da: trajectories per question.")
     use_lora: bool = True
@@ -87,6 +91,16 @@ class SFTDistillConfig(StageConfig):
     def builder_options(self) -> dict[str, Any]:
         """The options of this strategy's sample builder (the others' options do not apply)."""
         return {"rsft": {"per_question": self.per_question}, "da": {"k": self.k}, "sft": {}}[self.strategy]
+
+
+def training_traces(config: SFTDistillConfig) -> list[QuestionTrace]:
+    """The traces the builder chooses from: all of them, or those the student alone got wrong."""
+    traces = list(read_traces(config.traces))
+    if config.student_run is None:
+        return traces
+    kept = unsolved_by(traces, read_traces(config.student_run))
+    logger.info("student_run: %d of %d questions are unsolved by the student alone", len(kept), len(traces))
+    return kept
 
 
 def fingerprint(config: SFTDistillConfig, samples: list[Sample]) -> str:
@@ -174,7 +188,7 @@ def train_sft(config: SFTDistillConfig, progress: Progress | None = None) -> Pat
     If ``out`` already holds a student with the same fingerprint (and not ``force``) nothing is
     trained. The previous manifest is removed before training, so an interrupted run never looks done.
     """
-    traces = list(read_traces(config.traces))
+    traces = training_traces(config)
     samples = build_samples(config.strategy, traces, **config.builder_options())
     dataset = to_dataset(samples)
     out = Path(config.out)
@@ -196,7 +210,8 @@ def train_sft(config: SFTDistillConfig, progress: Progress | None = None) -> Pat
         "fingerprint": fp,
         "strategy": config.strategy,
         "data_hash": data_hash(samples),
-        "traces": {"source": str(config.traces), "questions": len(traces)},
+        "traces": {"source": str(config.traces), "questions": len(traces), "student_run": config.student_run},
+        "pool": pool_stats(traces),
         "base_model": config.model,
         "config": config.model_dump(),
         "dataset": stats,

@@ -28,6 +28,25 @@ def resolve_engine_kind(kind: str) -> str:
     return "llamacpp" if importlib.util.find_spec("xllamacpp") else "hf"
 
 
+BATCH_OPTION = {"hf": "batch_size", "llamacpp": "n_parallel"}
+"""The option of each engine that says how many sequences decode together."""
+
+
+def with_batch_size(kind: str, options: dict, batch_size: int) -> dict:
+    """``options`` plus the stage's batch size under the engine's own name for it, unless already set."""
+    options = dict(options)
+    if (name := BATCH_OPTION.get(resolve_engine_kind(kind))) is not None:
+        options.setdefault(name, batch_size)
+    return options
+
+
+def close_engine(engine: Engine) -> None:
+    """Free an engine's model and threads now (engines that hold a server have ``close``)."""
+    close = getattr(engine, "close", None)
+    if callable(close):
+        close()
+
+
 def get_engine(kind: str, model: str, **options) -> Engine:
     """Build an engine by name.
 
@@ -54,5 +73,5 @@ def get_engine(kind: str, model: str, **options) -> Engine:
     return VLLMEngine(model, **options)
 
 
-__all__ = ["ENGINE_NAMES", "Completion", "Conversation", "Engine", "Message", "SamplingParams", "get_engine",
+__all__ = ["BATCH_OPTION", "ENGINE_NAMES", "close_engine", "with_batch_size", "Completion", "Conversation", "Engine", "Message", "SamplingParams", "get_engine",
            "resolve_engine_kind"]

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agentark.config import GenerateConfig
-from agentark.engines import Engine, SamplingParams, get_engine
+from agentark.engines import Engine, SamplingParams, close_engine, get_engine, with_batch_size
 from agentark.mas import RunContext, get_system
 from agentark.tasks import Task, get_task
 from agentark.traces.store import TraceStore, write_json_atomic
@@ -75,26 +75,24 @@ def generate(
         on_progress(len(items) - len(todo), len(items))
     if not todo:
         return store
-    engine = engine or get_engine(config.engine, config.model, **_engine_options(config))
-    for start in range(0, len(todo), config.chunk_size):
-        chunk = todo[start : start + config.chunk_size]
-        sampling = SamplingParams(
-            temperature=config.temperature,
-            top_p=config.top_p,
-            max_new_tokens=config.max_new_tokens,
-            seed=chunk_seed(config.seed, [item.id for item in chunk]),
-        )
-        ctx = RunContext(task=task, engine=engine, sampling=sampling, config_hash=config.config_hash())
-        store.append(system.run(ctx, chunk))
-        if on_progress:
-            on_progress(len(items) - len(todo) + start + len(chunk), len(items))
+    owned = engine is None
+    engine = engine or get_engine(config.engine, config.model,
+                                  **with_batch_size(config.engine, config.engine_options, config.batch_size))
+    try:
+        for start in range(0, len(todo), config.chunk_size):
+            chunk = todo[start : start + config.chunk_size]
+            sampling = SamplingParams(
+                temperature=config.temperature,
+                top_p=config.top_p,
+                max_new_tokens=config.max_new_tokens,
+                seed=chunk_seed(config.seed, [item.id for item in chunk]),
+            )
+            ctx = RunContext(task=task, engine=engine, sampling=sampling, config_hash=config.config_hash())
+            store.append(system.run(ctx, chunk))
+            if on_progress:
+                on_progress(len(items) - len(todo) + start + len(chunk), len(items))
+    finally:
+        if owned:
+            close_engine(engine)
     return store
 
-
-def _engine_options(config: GenerateConfig) -> dict:
-    options = dict(config.engine_options)
-    if config.engine == "hf":
-        options.setdefault("batch_size", config.batch_size)
-    elif config.engine == "llamacpp":
-        options.setdefault("n_parallel", config.batch_size)
-    return options

@@ -36,3 +36,19 @@ def debate_followup(peer_texts: list[str]) -> str:
 
 def summarizer_prompt(question: str, final_texts: list[str]) -> str:
     return SUMMARIZER.format(question=question, peers=format_peers(final_texts))
+
+
+TEAM_CONTEXT = (
+    "{question}\n\nA team of agents debated this problem. Their final solutions, the most agreed-on "
+    "answer first:\n\n{peers}\n\nUsing the team's reasoning, solve the problem and state the final answer "
+    "at the end in the format asked for in the question."
+)
+
+TEAM_SOLUTION = "Solution ({agree} of {total} agents reached this answer): ```{text}```"
+
+
+def team_context(question: str, solutions: list[tuple[str, int, int]]) -> str:
+    """The question plus the team's final solutions as ``(text, agents agreeing, agents)``: what an
+    on-policy distillation teacher conditioned on the debate reads."""
+    peers = "\n\n".join(TEAM_SOLUTION.format(agree=a, total=n, text=t.strip()[:MAX_PEER_CHARS]) for t, a, n in solutions)
+    return TEAM_CONTEXT.format(question=question, peers=peers)

@@ -166,7 +166,7 @@ def models(verify: Annotated[bool, typer.Option(help="Check each installed pack'
 
 @app.command()
 def distill(
-    strategy: Annotated[str, typer.Option(help="rsft (reasoning SFT), da (trajectory augmentation), sft (answer only) or pad (PRM + GRPO).")] = "rsft",
+    strategy: Annotated[str, typer.Option(help="rsft (reasoning SFT), da (trajectory augmentation), sft (answer only), pad (PRM + GRPO) or opd (on-policy distillation from a teacher model or the team).")] = "rsft",
     traces: Annotated[Path, typer.Option(help="Run directory (or traces.jsonl) of the multi-agent run to distil.")] = Path("runs/debate"),
     model: Annotated[Optional[str], typer.Option(help="Student to start from: model pack, local path or hub id.")] = None,
     out: Annotated[Optional[str], typer.Option(help="Where the student is saved (default students/<strategy>).")] = None,
@@ -196,7 +196,11 @@ def distill(
     try:
         with _progress() as progress:
             bar = progress.add_task(f"distill {strategy}", total=None)
-            if strategy == "pad":
+            if strategy == "opd":
+                from agentark.distill.opd import OPDConfig, train_opd
+
+                student = train_opd(OPDConfig(traces=str(traces), **settings))
+            elif strategy == "pad":
                 from agentark.distill.grpo import PADConfig, train_pad
                 from agentark.mas.generate import task_of_run
 
@@ -276,6 +280,47 @@ def evaluate(
     write_json_atomic(Path(out) / "results.json", {"metrics": {k: v.model_dump(mode="json") for k, v in by_label.items()},
                                                    "vs_base": comparisons})
     console.print(f"results in {Path(out) / 'results.json'}")
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[str], typer.Argument(help="Runs as LABEL=PATH or PATH (label: the directory name); "
+                                                   "a run directory or traces.jsonl of any system.")],
+    baseline: Annotated[Optional[str], typer.Option(help="Label of the run the others are paired with (default: the first).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Also write the table as Markdown here.")] = None,
+) -> None:
+    """Accuracy (95% CI), paired difference and McNemar p against a baseline, tokens and capped share,
+    on the items every run answered."""
+    from agentark.evaluate.table import comparison_table, to_markdown
+    from agentark.traces.store import read_traces
+
+    named: dict[str, Any] = {}
+    for spec in runs:
+        label, sep, path = spec.partition("=")
+        label, path = (label, path) if sep else (Path(spec.rstrip("/")).name, spec)
+        if label in named:
+            _fail(f"two runs are labelled {label!r}; name them LABEL=PATH")
+        try:
+            named[label] = list(read_traces(path))
+        except (FileNotFoundError, ValueError) as e:
+            _fail(f"{path}: {e}")
+    try:
+        rows = comparison_table(named, baseline or next(iter(named)))
+    except ValueError as e:
+        _fail(str(e))
+    table = Table(title=f"n={rows[0].n} common items, paired with {baseline or next(iter(named))}")
+    for col in ("system", "n", "accuracy (95% CI)", "difference (95% CI)", "McNemar p", "gen tokens/q", "capped"):
+        table.add_column(col, justify="left" if col == "system" else "right")
+    for r in rows:
+        table.add_row(r.name, str(r.n), f"{r.accuracy:.3f} [{r.accuracy_ci[0]:.3f}, {r.accuracy_ci[1]:.3f}]",
+                      "" if r.difference is None else f"{r.difference:+.3f} [{r.difference_ci[0]:+.3f}, {r.difference_ci[1]:+.3f}]",
+                      "" if r.mcnemar_p is None else f"{r.mcnemar_p:.3g}", f"{r.generated_tokens_per_query:.0f}",
+                      f"{100 * r.capped_share:.1f}%")
+    console.print(table)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(to_markdown(rows, baseline or next(iter(named))))
+        console.print(f"table in {out}")
 
 
 @app.command("run")

@@ -69,13 +69,13 @@ class BatchedGenerate:
 class RawLlamaCpp:
     """llama.cpp's server engine with its own default parameters, one request per conversation."""
 
-    def __init__(self, model: str, n_parallel: int):
+    def __init__(self, model: str, n_parallel: int, outtype: str | None = None):
         import xllamacpp
 
         from agentark.models.gguf import resolve_gguf
 
         params = xllamacpp.CommonParams()
-        params.model.path = str(resolve_gguf(model))
+        params.model.path = str(resolve_gguf(model, outtype))
         params.n_parallel, params.n_ctx = n_parallel, n_parallel * 2048
         params.cpuparams.n_threads = params.cpuparams_batch.n_threads = os.cpu_count()
         self.server, self.model_id = xllamacpp.Server(params), model
@@ -94,7 +94,9 @@ def build_engine(arm: str, args):
     if arm in ("llamacpp", "llamacpp-raw"):
         from agentark.engines.llamacpp import LlamaCppEngine
 
-        return LlamaCppEngine(args.model, n_parallel=args.batch_size) if arm == "llamacpp" else RawLlamaCpp(args.model, args.batch_size)
+        if arm == "llamacpp":
+            return LlamaCppEngine(args.model, n_parallel=args.batch_size, outtype=args.outtype)
+        return RawLlamaCpp(args.model, args.batch_size, args.outtype)
     import torch
 
     from agentark.engines.hf import HFEngine
@@ -144,6 +146,8 @@ def main() -> None:
     parser.add_argument("--agents", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--outtype", choices=["f32", "f16", "bf16", "q8_0"], default=None,
+                        help="llamacpp arms: run the model converted to this GGUF type (default: a pack as shipped).")
     parser.add_argument("--batch-size", type=int, default=48, help="hf batch size / llama.cpp parallel slots.")
     parser.add_argument("--child", choices=ARMS, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -153,7 +157,8 @@ def main() -> None:
 
     print(f"CPU: {cpu_info().describe()}")
     print(f"model={args.model} work: {args.questions} questions x {args.agents} agents x {args.rounds} rounds, "
-          f"{args.max_new_tokens} new tokens each (EOS ignored), greedy, batch/slots={args.batch_size}")
+          f"{args.max_new_tokens} new tokens each (EOS ignored), greedy, batch/slots={args.batch_size}, "
+          f"llamacpp file: {args.outtype or 'as shipped'}")
     results = {}
     for arm in args.arms:
         cmd = [sys.executable, __file__, "--child", arm] + [a for a in sys.argv[1:] if a not in args.arms and a != "--arms"]

@@ -86,6 +86,19 @@ def test_conversion_is_cached_by_weights(tiny_qwen):
     assert first.is_file() and first == resolve_gguf(tiny_qwen)
 
 
+def test_a_pack_runs_as_shipped_unless_an_outtype_is_asked(tiny_qwen, monkeypatch):
+    """outtype=f16 converts a pack from its HF weights, so a base and its students share a file type."""
+    import agentark.models.gguf as gguf
+    import agentark.models.loading as loading
+
+    shipped = resolve_gguf("qwen2.5-coder-0.5b-instruct")
+    assert shipped.name == "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+    monkeypatch.setattr(loading, "resolve_model", lambda name: tiny_qwen)  # stands in for the pack's HF dir
+    converted = resolve_gguf("qwen2.5-coder-0.5b-instruct", "f16")
+    assert converted != shipped and converted.name.endswith("-f16.gguf") and converted == resolve_gguf(tiny_qwen, "f16")
+    assert gguf.resolve_gguf(tiny_qwen) == converted  # HF weights: f16 by default
+
+
 def test_prompt_longer_than_the_context_names_the_option(tiny_qwen):
     engine = LlamaCppEngine(tiny_qwen, n_parallel=1, n_ctx_per_seq=128)
     with pytest.raises(LlamaCppError, match="n_ctx_per_seq"):

@@ -37,10 +37,11 @@ class LlamaCppEngine:
     """Generate with llama.cpp on a GGUF file: a pack as shipped, or HF weights converted once."""
 
     def __init__(self, model: str, n_parallel: int = 32, n_ctx_per_seq: int = 2048, n_threads: int | None = None,
-                 outtype: str = "f16"):
+                 outtype: str | None = None):
         """``n_parallel`` sequences decode together, each with ``n_ctx_per_seq`` tokens of context
         (prompt + answer; the KV cache for all slots is allocated up front). ``outtype`` is the GGUF type
-        HF weights are converted to (packs are used in their own quantisation)."""
+        HF weights are converted to (default f16); packs run in their own quantisation unless it is
+        given (``outtype=f16`` runs a base pack like its f16-converted students)."""
         try:
             import xllamacpp
         except ImportError as exc:

@@ -9,7 +9,7 @@ point at a llama.cpp checkout instead.
 
 Conversions are cached by a fingerprint of the weights' files, so a retrained student in the same
 directory is converted again and an unchanged one is not. Greedy outputs of transformers and of
-llama.cpp on the f16 file agree token for token (measured: bench/gguf_parity.py); a quantised file
+llama.cpp on the f16 file agree token for token (measured: ``bench/gguf_parity.py``); a quantised file
 does not, so compare a base and its student on the same engine *and* the same file type.
 """
 
@@ -40,15 +40,18 @@ class GGUFError(RuntimeError):
     """A model cannot be turned into a GGUF file; the message says which and why."""
 
 
-def resolve_gguf(name: str, outtype: OutType = "f16") -> Path:
-    """A ``.gguf`` file as is; a pack's own GGUF; any HF model converted to ``outtype`` (cached)."""
+def resolve_gguf(name: str, outtype: OutType | None = None) -> Path:
+    """A ``.gguf`` file as is; a pack's own GGUF; any HF model converted to ``outtype`` (cached, f16 by
+    default). With an explicit ``outtype`` a pack is converted too (from its dequantised HF weights), so
+    a base pack and its distilled student can run from the same file type."""
     path = Path(name)
     if path.suffix == ".gguf":
         if not path.is_file():
             raise GGUFError(f"GGUF file {name} not found")
         return path
-    if name in MODEL_PACKS:
+    if name in MODEL_PACKS and outtype is None:
         return pack_gguf(name)
+    outtype = outtype or "f16"
     from agentark.models.loading import resolve_model
 
     local = Path(resolve_model(name))

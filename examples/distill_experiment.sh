@@ -1,48 +1,96 @@
 #!/usr/bin/env bash
-# Debate traces -> one student per strategy -> held-out evaluation next to the base model, on the
-# embedded default model. Every stage is resumable and a finished stage is skipped on re-run.
+# Teacher debate -> one student per strategy -> every system on the same held-out items -> one table.
+# Every stage is resumable and a finished stage is skipped on re-run, so a long run can be killed and
+# restarted (also in a later session) without losing or duplicating a record.
 #
-#   N_TRAIN=16 N_EVAL=24 bash examples/distill_experiment.sh                       # arithmetic
-#   TASK=gsm8k DATA=../shared/data/gsm8k/train.jsonl STRATEGIES="rsft da sft pad" \
-#     bash examples/distill_experiment.sh                                          # GSM8K + PAD
+#   bash examples/e1_gsm8k.sh         # E1: 1.5B team on GSM8K -> 0.5B students
+#   bash examples/e2_arithmetic.sh    # E2: 0.5B team on arithmetic -> 135M student, and 0.5B -> 0.5B
+#   N_TRAIN=16 N_EVAL=24 bash examples/distill_experiment.sh          # a small arithmetic run
 #
-# Sized for 2 CPU cores (~30-60 min); scale N_TRAIN / N_EVAL / STEPS up on a GPU. ENGINE_OPTS is
-# passed to generation and evaluation, e.g. ENGINE_OPTS="--engine-option dtype=bfloat16" (2.2x
-# faster on an AVX512-BF16 CPU) or "--engine-option device=cuda".
+# Settings (environment): TEACHER, STUDENT (model packs, paths or hub ids), TASK, DATA (file tasks),
+# N_TRAIN (debated train questions), N_EVAL (held-out items for single-model systems), N_TEAM_EVAL
+# (held-out items for the debates and self-consistency, a prefix of the same items), TOK (token cap),
+# STRATEGIES, TRAIN_OPTS (extra `agentark distill` flags), EVAL_OPTS (engine flags of the evaluations).
 set -euo pipefail
-MODEL=${MODEL:-qwen2.5-coder-0.5b-instruct}
+TEACHER=${TEACHER:-qwen2.5-coder-0.5b-instruct}
+STUDENT=${STUDENT:-$TEACHER}
 TASK=${TASK:-arithmetic}
 N_TRAIN=${N_TRAIN:-32}
 N_EVAL=${N_EVAL:-32}
+N_TEAM_EVAL=${N_TEAM_EVAL:-$N_EVAL}
+TOK=${TOK:-256}
 ROOT=${ROOT:-runs/$TASK}
-STEPS=${STEPS:-12}
-PAD_STEPS=${PAD_STEPS:-3}        # one GRPO step (8 completions of 256 tokens) is ~10 min on 2 CPU cores
 STRATEGIES=${STRATEGIES:-rsft da sft}
-read -ra ENGINE_ARGS <<< "${ENGINE_OPTS:-}"
+STEPS=${STEPS:--1}               # -1: NUM_EPOCHS epochs
+NUM_EPOCHS=${NUM_EPOCHS:-2}
+PAD_STEPS=${PAD_STEPS:-3}        # one GRPO step (8 completions of 256 tokens) is ~10 min on 2 CPU cores
+read -ra TRAIN_ARGS <<< "${TRAIN_OPTS:-}"
+# Base and students are compared on one engine and one file type: llama.cpp on GGUF f16 (the base
+# pack is converted from its HF weights like the students; greedy f16 matches transformers fp32).
+read -ra EVAL_ARGS <<< "${EVAL_OPTS:---engine llamacpp --engine-option outtype=f16}"
 if [[ "$TASK" == arithmetic ]]; then
-  TASK_OPTS=(--task arithmetic --task-option n_operands=3)
+  TASK_ARGS=(--task arithmetic --task-option n_operands=3)
 else
-  TASK_OPTS=(--task "$TASK" --data "${DATA:?set DATA to the data file}")
+  TASK_ARGS=(--task "$TASK" --data "${DATA:?set DATA to the data file}")
 fi
+# Long debates: question + own answer + two peers + the new answer must fit one llama.cpp slot
+# (GEN_OPTS="" on a GPU, where --engine auto is vLLM or hf).
+read -ra GEN_ENGINE <<< "${GEN_OPTS---engine-option n_ctx_per_seq=$((TOK * 4 + 1024))}"
+GEN=(--max-new-tokens "$TOK" "${GEN_ENGINE[@]}")
+label() { basename "$1"; }
 
-agentark generate "${TASK_OPTS[@]}" --system debate --agents 3 --rounds 2 --n "$N_TRAIN" \
-  --model "$MODEL" --max-new-tokens 256 "${ENGINE_ARGS[@]}" --out "$ROOT/traces"
-agentark summarize "$ROOT/traces"
+# 1. The team on the train questions (sampled, consensus stop), and the student alone on them: the
+#    questions the team gets right and the student does not are what only the team can teach.
+agentark generate "${TASK_ARGS[@]}" "${GEN[@]}" --system debate --agents 3 --rounds 2 --n "$N_TRAIN" \
+  --model "$TEACHER" --temperature 0.7 --out "$ROOT/train/debate-$(label "$TEACHER")"
+agentark generate "${TASK_ARGS[@]}" "${GEN[@]}" --system single --n "$N_TRAIN" --model "$STUDENT" \
+  --temperature 0 --out "$ROOT/train/single-$(label "$STUDENT")"
+TRACES="$ROOT/train/debate-$(label "$TEACHER")"
+agentark summarize "$TRACES"
+
+# 2. One student per strategy.
 students=()
 for strategy in $STRATEGIES; do
-  if [[ "$strategy" == pad ]]; then
-    # PRM (stage I: last block + head, stage II: all weights) on the debate's step labels, then GRPO
-    # with 2 questions x 4 completions per step against PRM(min over steps) + correctness. CPU sizes:
-    # 3 PRM steps per stage, no KL term (beta=0, as TRL's default; saves the reference forward pass).
-    agentark distill --strategy pad --traces "$ROOT/traces" --model "$MODEL" --out "$ROOT/students/pad" \
+  name=${strategy%%:*}; variant=${strategy#*:}
+  case "$variant" in
+    unsolved) extra=(--option "student_run=$ROOT/train/single-$(label "$STUDENT")") ;;
+    dense)    extra=(--option credit=dense) ;;
+    *)        extra=() ;;
+  esac
+  out="$ROOT/students/${strategy/:/-}"
+  if [[ "$name" == pad ]]; then
+    agentark distill --strategy pad --traces "$TRACES" --model "$STUDENT" --out "$out" \
       --max-steps "$PAD_STEPS" --learning-rate 3e-5 --option num_generations=4 --option prompts_per_step=2 \
-      --option max_completion_length=256 --option beta=0 --option "prm={max_length: 384, batch_size: 2, max_steps: 3}"
+      --option "max_completion_length=$TOK" --option beta=0 \
+      --option "prm={max_length: $((TOK + 256)), batch_size: 2, max_steps: 20}" "${extra[@]}" "${TRAIN_ARGS[@]}"
   else
-    agentark distill --strategy "$strategy" --traces "$ROOT/traces" --model "$MODEL" --out "$ROOT/students/$strategy" \
-      --max-steps "$STEPS" --option per_device_train_batch_size=4 --option gradient_accumulation_steps=1 \
-      --option max_length=512
+    agentark distill --strategy "$name" --traces "$TRACES" --model "$STUDENT" --out "$out" \
+      --max-steps "$STEPS" --option "num_train_epochs=$NUM_EPOCHS" --option per_device_train_batch_size=4 \
+      --option gradient_accumulation_steps=2 --option "max_length=$((TOK + 256))" --option per_question=all \
+      "${extra[@]}" "${TRAIN_ARGS[@]}"
   fi
-  students+=(--model "$ROOT/students/$strategy")
+  students+=(--model "$out")
 done
-agentark evaluate "${students[@]}" "${TASK_OPTS[@]}" --split held-out --n "$N_EVAL" --max-new-tokens 256 \
-  "${ENGINE_ARGS[@]}" --out "$ROOT/eval"
+
+# 3. Held-out: base, teacher alone and students greedy on N_EVAL items; the teams on the first N_TEAM_EVAL.
+agentark evaluate --model "$STUDENT" --model "$TEACHER" "${students[@]}" --no-base "${TASK_ARGS[@]}" \
+  --split held-out --n "$N_EVAL" --max-new-tokens "$TOK" "${EVAL_ARGS[@]}" --out "$ROOT/eval"
+teams=()
+for model in $(printf '%s\n' "$TEACHER" "$STUDENT" | sort -u); do
+  agentark generate "${TASK_ARGS[@]}" "${GEN[@]}" --split held-out --system debate --agents 3 --rounds 2 \
+    --n "$N_TEAM_EVAL" --model "$model" --temperature 0.7 --out "$ROOT/eval/debate-$(label "$model")"
+  teams+=("debate-$(label "$model")=$ROOT/eval/debate-$(label "$model")")
+done
+# Self-consistency of the student's base at the teacher debate's generated-token budget per question.
+SC_K=$(python -c "import sys; from agentark.evaluate.metrics import sc_k_for_budget; from agentark.traces.store \
+import read_traces as r; print(sc_k_for_budget(list(r(sys.argv[1])), list(r(sys.argv[2]))))" \
+  "$ROOT/eval/debate-$(label "$TEACHER")" "$ROOT/eval/$(label "$STUDENT")")
+agentark generate "${TASK_ARGS[@]}" "${GEN[@]}" --split held-out --system self_consistency --agents "$SC_K" \
+  --n "$N_TEAM_EVAL" --model "$STUDENT" --temperature 0.7 --out "$ROOT/eval/sc-$(label "$STUDENT")"
+
+# 4. One table, every row paired with the student's base on the items all rows share.
+rows=("base=$ROOT/eval/$(label "$STUDENT")")
+[[ "$TEACHER" != "$STUDENT" ]] && rows+=("teacher-single=$ROOT/eval/$(label "$TEACHER")")
+for s in "${students[@]}"; do [[ "$s" == --model ]] || rows+=("$(label "$s")=$ROOT/eval/$(label "$s")"); done
+agentark compare "${rows[@]}" --out "$ROOT/table-all.md"
+agentark compare "${rows[@]}" "${teams[@]}" "sc$SC_K=$ROOT/eval/sc-$(label "$STUDENT")" --out "$ROOT/table-teams.md"

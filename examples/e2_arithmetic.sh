@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# E2: the 0.5B team's debate on the built-in arithmetic task -> the 135M SmolLM2 (which scores ~0
+# alone, so any transferred skill is visible), and 0.5B -> 0.5B self-distillation.
+set -euo pipefail
+export TEACHER=qwen2.5-coder-0.5b-instruct TASK=arithmetic
+export N_TRAIN=${N_TRAIN:-200} N_EVAL=${N_EVAL:-200} N_TEAM_EVAL=${N_TEAM_EVAL:-200} TOK=${TOK:-256}
+export STRATEGIES=${STRATEGIES:-"rsft da sft"}
+dir=$(dirname "$0")
+STUDENT=smollm2-135m-instruct ROOT=${ROOT:-runs/e2}/to-135m bash "$dir/distill_experiment.sh"
+STUDENT=qwen2.5-coder-0.5b-instruct ROOT=${ROOT:-runs/e2}/to-0.5b bash "$dir/distill_experiment.sh"

@@ -172,9 +172,9 @@ def distill(
     out: Annotated[Optional[str], typer.Option(help="Where the student is saved (default students/<strategy>).")] = None,
     learning_rate: Annotated[Optional[float], typer.Option(help="Learning rate (strategy default if unset).")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many optimiser steps.")] = None,
-    lora: Annotated[bool, typer.Option("--lora/--full", help="LoRA adapters (default) or full fine-tuning.")] = True,
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
-    force: Annotated[bool, typer.Option(help="Retrain even if the output is up to date.")] = False,
+    lora: Annotated[Optional[bool], typer.Option("--lora/--full", help="LoRA adapters (the default) or full fine-tuning.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed (default 0).")] = None,
+    force: Annotated[Optional[bool], typer.Option("--force/--no-force", help="Retrain even if the output is up to date.")] = None,
     option: Annotated[Optional[list[str]], typer.Option("--option", help="Any other config field key=value, e.g. num_train_epochs=3, k=2, per_question=all, num_generations=4.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML with the strategy's config fields (flags override).")] = None,
 ) -> None:
@@ -186,13 +186,13 @@ def distill(
 
     from agentark.models import DEFAULT_MODEL
 
+    # YAML first, then only the flags actually given: a flag's default never overwrites the file.
     settings: dict[str, Any] = yaml.safe_load(config.read_text()) if config else {}
-    settings.update(model=model or settings.get("model", DEFAULT_MODEL), out=out or settings.get("out", f"students/{strategy}"),
-                    seed=seed, force=force, use_lora=lora, **_parse_options(option))
-    if learning_rate is not None:
-        settings["learning_rate"] = learning_rate
-    if max_steps is not None:
-        settings["max_steps"] = max_steps
+    settings.setdefault("model", DEFAULT_MODEL)
+    settings.setdefault("out", f"students/{strategy}")
+    given = {"model": model, "out": out, "seed": seed, "force": force, "use_lora": lora,
+             "learning_rate": learning_rate, "max_steps": max_steps}
+    settings.update({k: v for k, v in given.items() if v is not None}, **_parse_options(option))
     try:
         with _progress() as progress:
             bar = progress.add_task(f"distill {strategy}", total=None)

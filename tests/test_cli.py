@@ -87,3 +87,20 @@ def test_distill_pad_through_the_cli(tiny_model_dir, tmp_path):
     manifest = json.loads((student / "manifest.json").read_text())
     assert (student / "model.safetensors").exists() and (student / "prm" / "manifest.json").exists()
     assert "reward" in json.dumps(manifest)
+
+
+def test_distill_yaml_is_overridden_only_by_flags_given(tmp_path, monkeypatch):
+    """`--config` values survive unless a flag is actually passed (a flag's default never wins)."""
+    import agentark.distill.sft as sft
+
+    seen = []
+    monkeypatch.setattr(sft, "train_sft", lambda cfg, progress=None: seen.append(cfg) or tmp_path)
+    cfg = tmp_path / "d.yaml"
+    cfg.write_text("seed: 7\nuse_lora: false\nforce: true\nlearning_rate: 0.001\nmax_steps: 9\n")
+    base = ["distill", "--strategy", "sft", "--traces", str(tmp_path), "--config", str(cfg)]
+    _ok(base)
+    assert (seen[-1].seed, seen[-1].use_lora, seen[-1].force, seen[-1].learning_rate, seen[-1].max_steps) == (
+        7, False, True, 0.001, 9)
+    _ok([*base, "--seed", "3", "--lora", "--no-force", "--max-steps", "2"])
+    assert (seen[-1].seed, seen[-1].use_lora, seen[-1].force, seen[-1].learning_rate, seen[-1].max_steps) == (
+        3, True, False, 0.001, 2)

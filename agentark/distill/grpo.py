@@ -22,32 +22,38 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from agentark.config import StageConfig
-from agentark.distill.credit import group_advantages, step_spans, token_returns, token_steps
+from agentark.distill.credit import (
+    group_advantages,
+    step_spans,
+    token_returns,
+    token_steps,
+)
 from agentark.distill.data import question_messages
 from agentark.distill.prm import PRMConfig, PRMScorer, as_traces, train_prm
 from agentark.distill.steps import prompt_text, segment_steps
-from agentark.distill.training import (canonical_hash, clear_manifest, data_hash, device_training_args,
-                                       is_up_to_date, lora_config, read_manifest, save_student,
+from agentark.distill.training import (LoraSettings, canonical_hash, clear_manifest, data_hash,
+                                       device_training_args, is_up_to_date, read_manifest, save_student,
                                        training_dtype_device, write_manifest)
 from agentark.models.loading import load_tokenizer, resolve_model
 from agentark.models.packs import DEFAULT_MODEL
 from agentark.tasks import Task, get_task
 from agentark.traces.schema import QuestionTrace
+
 logger = logging.getLogger(__name__)
 
 Aggregation = Literal["min", "mean", "last"]
 Credit = Literal["scalar", "dense"]
 
 
-class PADConfig(StageConfig):
+class PADConfig(StageConfig, LoraSettings):
     """``agentark distill --strategy pad``: a PRM (``prm``), then GRPO.
 
     ``prm`` defaults to a PRM on the student's own weights in ``<out>/prm`` with this run's ``seed``
@@ -70,9 +76,6 @@ class PADConfig(StageConfig):
     max_prompt_length: int = Field(512, ge=1, description="Questions whose chat prompt is longer are left out.")
     max_completion_length: int = Field(256, ge=1)
     max_steps: int = Field(100, ge=1)
-    use_lora: bool = True
-    lora_r: int = Field(16, ge=1)
-    lora_alpha: int = Field(32, ge=1)
     aggregation: Aggregation = Field("min", description="scalar credit: how step scores become one reward.")
     credit: Credit = Field("scalar", description="scalar: one reward per solution; dense: each step's min-form "
                            "return-to-go on its own tokens plus the verifiable reward (PURE).")
@@ -305,7 +308,7 @@ def train_pad(config: PADConfig, traces: Iterable[QuestionTrace] | str | Path, t
         seed=config.seed,
         data_seed=config.seed,
     )
-    peft_config = lora_config(r=config.lora_r, alpha=config.lora_alpha) if config.use_lora else None
+    peft_config = config.peft_config()
     reward = make_reward_function(scorer, task, config.aggregation, config.correctness_coef)
     dense = {"pad_reward": reward, "min_form_temperature": config.min_form_temperature}
     trainer_class, extra = (_dense_trainer_class(), dense) if config.credit == "dense" else (GRPOTrainer, {})

@@ -35,8 +35,8 @@ from pydantic import Field
 
 from agentark.config import StageConfig
 from agentark.distill.data import question_messages
-from agentark.distill.training import (canonical_hash, clear_manifest, data_hash, device_training_args,
-                                       is_up_to_date, lora_config, loss_curve, save_student,
+from agentark.distill.training import (LoraSettings, canonical_hash, clear_manifest, data_hash,
+                                       device_training_args, is_up_to_date, loss_curve, save_student,
                                        training_dtype_device, write_manifest)
 from agentark.mas.prompts import team_context
 from agentark.models.loading import load_tokenizer, resolve_model
@@ -50,7 +50,7 @@ TeacherContext = Literal["model", "team"]
 CHECKPOINTS_DIR = "checkpoints"
 
 
-class OPDConfig(StageConfig):
+class OPDConfig(StageConfig, LoraSettings):
     """``agentark distill --strategy opd``: the student samples, the teacher scores every token."""
 
     operational_fields: ClassVar[frozenset[str]] = frozenset(
@@ -69,9 +69,6 @@ class OPDConfig(StageConfig):
     max_steps: int = Field(50, ge=1)
     per_device_train_batch_size: int = Field(4, ge=1, description="Questions (one completion each) per micro-batch.")
     gradient_accumulation_steps: int = Field(1, ge=1)
-    use_lora: bool = True
-    lora_r: int = Field(16, ge=1)
-    lora_alpha: int = Field(32, ge=1)
     save_steps: int = Field(10, ge=1, description="Checkpoint every this many steps; a killed run resumes from the last.")
     seed: int = 0
     report_to: str = "none"
@@ -207,7 +204,7 @@ def train_opd(config: OPDConfig) -> Path:
         data_seed=config.seed,
         **device_training_args(device, activation_checkpointing=False),
     )
-    peft_config = lora_config(config.lora_r, config.lora_alpha) if config.use_lora else None
+    peft_config = config.peft_config()
     trainer = _trainer_class()(
         model=student, teacher_model=teacher, args=args, train_dataset=datasets.Dataset.from_list(rows),
         processing_class=tokenizer, peft_config=peft_config,

@@ -35,10 +35,22 @@ from pydantic import Field, model_validator
 
 from agentark.config import StageConfig
 from agentark.distill.sft import FULL_LEARNING_RATE, LORA_LEARNING_RATE
-from agentark.distill.steps import STEP_SEPARATOR, RoundsSel, StepMode, build_step_dataset, segment_steps
-from agentark.distill.training import (canonical_hash, clear_manifest, data_hash, is_up_to_date, lora_config,
-                                      loss_curve, read_manifest, save_student, training_dtype_device, write_manifest)
-from agentark.models.loading import load_tokenizer, pick_device, pick_dtype, resolve_model
+from agentark.distill.steps import (
+    STEP_SEPARATOR,
+    RoundsSel,
+    StepMode,
+    build_step_dataset,
+    segment_steps,
+)
+from agentark.distill.training import (LoraSettings, canonical_hash, clear_manifest, data_hash,
+                                       is_up_to_date, lora_config, loss_curve, read_manifest, save_student,
+                                       training_dtype_device, write_manifest)
+from agentark.models.loading import (
+    load_tokenizer,
+    pick_device,
+    pick_dtype,
+    resolve_model,
+)
 from agentark.models.packs import DEFAULT_MODEL
 from agentark.traces.schema import QuestionTrace
 from agentark.traces.store import read_traces
@@ -49,7 +61,7 @@ IGNORE_INDEX = -100
 PRM_LABELS = {0: "wrong", 1: "right"}
 
 
-class PRMConfig(StageConfig):
+class PRMConfig(StageConfig, LoraSettings):
     """How to train a PRM. ``model`` is the base weights; PAD defaults it to the student's own."""
 
     operational_fields: ClassVar[frozenset[str]] = frozenset({"out", "force", "score_batch_size"})
@@ -66,9 +78,7 @@ class PRMConfig(StageConfig):
     batch_size: int = Field(4, ge=1, description="Questions per batch; each brings all its agents' solutions.")
     score_batch_size: int = Field(16, ge=1, description="Solutions per forward pass when scoring.")
     max_length: int = Field(1024, ge=8)
-    use_lora: bool = False
-    lora_r: int = Field(16, ge=1)
-    lora_alpha: int = Field(32, ge=1)
+    use_lora: bool = False  # the PRM fine-tunes every weight unless told otherwise
     contrastive: bool = False
     tau: float = Field(0.1, gt=0)
     contrastive_weight: float = 1.0

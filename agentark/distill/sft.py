@@ -19,19 +19,17 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from agentark.config import StageConfig
-from agentark.distill.data import Sample, build_samples, dataset_stats, pool_stats, to_dataset, unsolved_by
-from agentark.distill.training import (
-    canonical_hash,
-    clear_manifest,
-    data_hash,
-    device_training_args,
-    is_up_to_date,
-    loss_curve,
-    lora_config,
-    save_student,
-    training_dtype_device,
-    write_manifest,
+from agentark.distill.data import (
+    Sample,
+    build_samples,
+    dataset_stats,
+    pool_stats,
+    to_dataset,
+    unsolved_by,
 )
+from agentark.distill.training import (LoraSettings, canonical_hash, clear_manifest, data_hash,
+                                       device_training_args, is_up_to_date, loss_curve, save_student,
+                                       training_dtype_device, write_manifest)
 from agentark.models.loading import load_tokenizer, resolve_model
 from agentark.models.packs import DEFAULT_MODEL
 from agentark.traces.schema import QuestionTrace
@@ -47,7 +45,7 @@ FULL_LEARNING_RATE = 1e-5
 """Defaults when ``learning_rate`` is not given: LoRA adapters want ~10x the rate of full fine-tuning."""
 
 
-class SFTDistillConfig(StageConfig):
+class SFTDistillConfig(StageConfig, LoraSettings):
     """``agentark distill --strategy rsft|da|sft``: settings of one supervised distillation run."""
 
     # Not part of the fingerprint: where things go, re-run policy, logging, and the traces path (the
@@ -65,10 +63,6 @@ class SFTDistillConfig(StageConfig):
         "single): questions it answered right are left out, so training holds only what it must learn from the team.")
     per_question: Literal["one", "all"] = Field("one", description="rsft: one trajectory per question, or all correct.")
     k: int = Field(3, ge=1, le=3, description="da: trajectories per question.")
-    use_lora: bool = True
-    lora_r: int = Field(16, ge=1)
-    lora_alpha: int = Field(32, ge=1)
-    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
     learning_rate: float | None = Field(None, gt=0.0, description="Default: 2e-4 with LoRA, 1e-5 without.")
     num_train_epochs: float = Field(2.0, gt=0.0)
     max_steps: int = Field(-1, description="If > 0, stop after this many optimiser steps (overrides epochs).")
@@ -148,7 +142,7 @@ def build_trainer(config: SFTDistillConfig, dataset: Any, tokenizer: Any, progre
         logging_first_step=True,  # a loss point even for runs shorter than logging_steps
         report_to=config.report_to,
     )
-    peft_config = lora_config(config.lora_r, config.lora_alpha, config.lora_dropout) if config.use_lora else None
+    peft_config = config.peft_config()
     return SFTTrainer(
         model=model,
         args=args,

@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from agentark.traces.store import write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -31,6 +33,19 @@ def lora_config(r: int = 16, alpha: int = 32, dropout: float = 0.05, target_modu
     return LoraConfig(
         r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, bias="none", task_type="CAUSAL_LM"
     )
+
+
+class LoraSettings(BaseModel):
+    """The LoRA fields every trainer config shares (SFT, PRM, PAD, OPD); in each config's hash."""
+
+    use_lora: bool = Field(True, description="LoRA adapters (cheap; merged into the saved model) or full fine-tuning.")
+    lora_r: int = Field(16, ge=1, description="Adapter rank.")
+    lora_alpha: int = Field(32, ge=1, description="Adapter scale numerator (scale = lora_alpha / lora_r).")
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+
+    def peft_config(self):
+        """peft's causal-LM ``LoraConfig`` from these fields, or ``None`` for full fine-tuning."""
+        return lora_config(self.lora_r, self.lora_alpha, self.lora_dropout) if self.use_lora else None
 
 
 def canonical_hash(obj: Any) -> str:

@@ -171,3 +171,11 @@ def test_sampling_params_reach_the_server():
     assert {body["seed"] for body in bodies} == {7, 8}  # distinct per request: identical prompts still differ
     for body in bodies:
         assert (body["temperature"], body["top_p"], body["max_tokens"], body["ignore_eos"]) == (0.5, 0.9, 9, True)
+
+
+def test_one_loopback_rule_for_clients_and_servers():
+    from agentark.engines.openai import is_loopback_host
+
+    assert is_loopback_host("localhost") and is_loopback_host("127.0.0.1") and is_loopback_host("::1")
+    # 0.0.0.0 binds every interface: not loopback, so serving there warns and a client needs a real key.
+    assert not is_loopback_host("0.0.0.0") and not is_loopback_host("example.com") and not is_loopback_host("")

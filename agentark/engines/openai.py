@@ -199,7 +199,7 @@ def _resolve_api_key(base_url: str | None, api_key_env: str) -> str:
     key = os.environ.get(api_key_env)
     if key:
         return key
-    if base_url is not None and _is_loopback(base_url):
+    if base_url is not None and is_loopback_host(urlparse(base_url).hostname or ""):
         return PLACEHOLDER_API_KEY
     raise ValueError(
         f"no API key for {base_url or OPENAI_BASE_URL}: set the environment variable {api_key_env} "
@@ -207,15 +207,15 @@ def _resolve_api_key(base_url: str | None, api_key_env: str) -> str:
     )
 
 
-def _is_loopback(url: str) -> bool:
-    host = urlparse(url).hostname or ""
+def is_loopback_host(host: str) -> bool:
+    """Only this machine can reach ``host``: ``localhost`` or a loopback address. ``0.0.0.0`` is not:
+    as a bind address it means every interface, so the server and the client share this one rule."""
     if host == "localhost":
         return True
     try:
-        address = ipaddress.ip_address(host)
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-    return address.is_loopback or address.is_unspecified
 
 
 def _retry_after_s(exc: Exception) -> float | None:

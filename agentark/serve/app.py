@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import ipaddress
 import logging
 import time
 import uuid
@@ -30,6 +29,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agentark.engines.base import Completion, Conversation, Engine, SamplingParams
+from agentark.engines.openai import is_loopback_host
 
 logger = logging.getLogger(__name__)
 
@@ -324,15 +324,6 @@ def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: st
     """
     import uvicorn
 
-    if not _is_loopback_host(host) and not getattr(app.state, "api_key_required", False):
+    if not is_loopback_host(host) and not getattr(app.state, "api_key_required", False):
         logger.warning("serving on %s without an API key: anyone who can reach this port can use the model", host)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
-
-
-def _is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -56,3 +56,17 @@ def test_identical_prompts_share_a_prefill_but_sample_independently(engine):
     first = [c.text for c in engine.generate(twins, sampling)]
     assert len(set(first)) > 1  # six draws from a random model's near-uniform distribution
     assert [c.text for c in engine.generate(twins, sampling)] == first  # seeded: reproducible
+
+
+def test_top_p_samples_only_inside_the_nucleus():
+    import torch
+
+    from agentark.engines.hf import pick_next_tokens
+
+    # probabilities 0.5, 0.3, 0.15, 0.05: top_p=0.7 keeps the first two tokens only.
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(2000, 1)
+    gen = torch.Generator().manual_seed(0)
+    picks = pick_next_tokens(logits, SamplingParams(temperature=1.0, top_p=0.7), generator=gen)
+    counts = torch.bincount(picks, minlength=4)
+    assert counts[2] == counts[3] == 0 and counts[0] > counts[1] > 0
+    assert (pick_next_tokens(logits[:3], SamplingParams(temperature=0.0)) == 0).all()

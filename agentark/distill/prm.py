@@ -213,26 +213,12 @@ class PRMScorer:
 
 
 def auroc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
-    """Area under the ROC curve by the rank-sum (Mann-Whitney U) formula, ties at their mean rank.
+    """Area under the ROC curve (scikit-learn), ``None`` when only one class is present (undefined)."""
+    from sklearn.metrics import roc_auc_score
 
-    ``None`` when only one class is present (AUROC is undefined then).
-    """
-    n_pos = sum(1 for y in labels if y)
-    n_neg = len(labels) - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if len(set(map(bool, labels))) < 2:
         return None
-    order = sorted(range(len(scores)), key=lambda i: scores[i])
-    ranks = [0.0] * len(scores)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and scores[order[j + 1]] == scores[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    rank_sum = sum(r for r, y in zip(ranks, labels) if y)
-    return (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return float(roc_auc_score([bool(y) for y in labels], list(scores)))
 
 
 def step_metrics(scorer: PRMScorer, rows: Sequence[dict]) -> dict[str, Any]:

@@ -124,16 +124,15 @@ class HFEngine:
 
 
 def pick_next_tokens(logits, sampling: SamplingParams, generator=None):
-    """Greedy argmax, or a temperature + nucleus (top-p) sample per row."""
+    """Greedy argmax, or a temperature + nucleus (top-p) sample per row, with transformers' own
+    logits warpers (the ones ``model.generate`` applies), so sampling means the same in both."""
     import torch
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
     if sampling.greedy:
         return logits.argmax(-1)
-    probs = torch.softmax(logits / sampling.temperature, dim=-1)
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(sampling.temperature)])
     if sampling.top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        # Keep the smallest prefix whose mass reaches top_p (always at least the top token).
-        outside = sorted_probs.cumsum(-1) - sorted_probs >= sampling.top_p
-        sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+        warpers.append(TopPLogitsWarper(sampling.top_p, min_tokens_to_keep=1))
+    probs = torch.softmax(warpers(None, logits.float()), dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

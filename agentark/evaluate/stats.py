@@ -8,7 +8,6 @@ Everything is a pure function of its inputs and a seed; no scipy.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -90,17 +89,17 @@ def mcnemar(a: Sequence[bool] | np.ndarray, b: Sequence[bool] | np.ndarray) -> d
     """Exact McNemar test of paired correctness: do ``a`` and ``b`` disagree in one direction more?
 
     ``b01`` counts items ``a`` got wrong and ``b`` right, ``b10`` the reverse. Under the null the
-    ``n = b01 + b10`` discordant items split Binomial(n, 1/2); the two-sided p-value is the exact
-    binomial tail (integer arithmetic via :func:`math.comb`, so it is exact at any count, where the
-    chi-square approximation is poor for the small discordant counts a pilot has).
+    ``n = b01 + b10`` discordant items split Binomial(n, 1/2); the p-value is scipy's exact two-sided
+    binomial test (the chi-square approximation is poor for the small discordant counts a pilot has).
     """
+    from scipy.stats import binomtest
+
     x, y = _paired(a, b)
     x, y = x.astype(bool), y.astype(bool)
     b01 = int(np.sum(~x & y))
     b10 = int(np.sum(x & ~y))
     n = b01 + b10
-    tail = sum(math.comb(n, i) for i in range(min(b01, b10) + 1))
-    p_value = min(1.0, 2 * tail / 2**n) if n else 1.0
+    p_value = float(binomtest(b01, n, 0.5).pvalue) if n else 1.0
     return {"b01": b01, "b10": b10, "p_value": p_value}
 
 

@@ -3,7 +3,8 @@
 Pilots evaluate a few hundred questions at most, so every accuracy is reported with a bootstrap
 confidence interval, and two systems are compared *paired* (same items, same resamples): the
 per-item correlation between them makes paired intervals far tighter than two independent ones.
-Everything is a pure function of its inputs and a seed; no scipy.
+Intervals are scipy's percentile bootstrap (``scipy.stats.bootstrap``, paired resamples where two
+systems are compared); everything is a pure function of its inputs and a seed.
 """
 
 from __future__ import annotations
@@ -30,46 +31,49 @@ def _paired(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) ->
     return x, y
 
 
-_MAX_CELLS = 4_000_000
-"""Resampled indices held at once (32 MB); larger runs are resampled in blocks of bootstrap rows."""
+def _bootstrap(samples: tuple[np.ndarray, ...], statistic, point: float, n_boot: int, alpha: float,
+               seed: int) -> Interval:
+    """Percentile bootstrap of a vectorised ``statistic(*samples, axis)``; several samples are
+    resampled with the same item indices (``paired``), which keeps the pairing of two systems."""
+    from scipy.stats import bootstrap
+
+    if np.all([np.all(x == x[0]) for x in samples]):
+        return float(point), float(point), float(point)  # no spread to resample (scipy refuses it)
+    result = bootstrap(samples, statistic, n_resamples=n_boot, confidence_level=1 - alpha, method="percentile",
+                       paired=len(samples) > 1, vectorized=True, rng=np.random.default_rng(seed))
+    return float(point), float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
-def _resample_means(arrays: Sequence[np.ndarray], n_boot: int, seed: int) -> list[np.ndarray]:
-    """Mean of each array over the *same* ``n_boot`` resamples of item indices (pairing is kept)."""
-    n = arrays[0].size
-    rng = np.random.default_rng(seed)
-    means = [np.empty(n_boot) for _ in arrays]
-    block = max(1, _MAX_CELLS // n)
-    for start in range(0, n_boot, block):
-        idx = rng.integers(0, n, size=(min(block, n_boot - start), n))
-        for out, array in zip(means, arrays):
-            out[start : start + len(idx)] = array[idx].mean(axis=1)
-    return means
+def _mean(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    return x.mean(axis=axis)
 
 
-def _interval(point: float, boots: np.ndarray, alpha: float) -> Interval:
-    lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
-    return float(point), float(lo), float(hi)
+def _diff(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    return x.mean(axis=axis) - y.mean(axis=axis)
 
 
 def bootstrap_ci(values: Sequence[float] | np.ndarray, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> Interval:
     """Percentile-bootstrap CI of the mean; the same seed gives the same interval."""
     x = _as_array(values)
-    (means,) = _resample_means([x], n_boot, seed)
-    return _interval(x.mean(), means, alpha)
+    return _bootstrap((x,), _mean, x.mean(), n_boot, alpha, seed)
 
 
 def paired_bootstrap_diff(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, n_boot: int = 2000,
                           alpha: float = 0.05, seed: int = 0) -> Interval:
     """CI of ``mean(a) - mean(b)`` where ``a[i]`` and ``b[i]`` are two systems on the same item ``i``."""
     x, y = _paired(a, b)
-    mean_a, mean_b = _resample_means([x, y], n_boot, seed)
-    return _interval(x.mean() - y.mean(), mean_a - mean_b, alpha)
+    if np.all(x - y == (x - y)[0]):
+        return float(x.mean() - y.mean()), float((x - y)[0]), float((x - y)[0])  # every resample agrees
+    return _bootstrap((x, y), _diff, x.mean() - y.mean(), n_boot, alpha, seed)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     """``num / den`` with ``0/0 = 1`` (two systems that both score 0 are equal) and ``x/0 = inf``."""
     return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.where(num > 0, np.inf, 1.0))
+
+
+def _mean_ratio(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    return _ratio(x.mean(axis=axis), y.mean(axis=axis))
 
 
 def relative_ratio_ci(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, n_boot: int = 2000,
@@ -80,9 +84,10 @@ def relative_ratio_ci(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.n
     when the data make "at least 95% of the multi-agent accuracy" plausible, not merely possible.
     """
     x, y = _paired(a, b)
-    mean_a, mean_b = _resample_means([x, y], n_boot, seed)
     point = _ratio(np.array([x.mean()]), np.array([y.mean()]))[0]
-    return _interval(point, _ratio(mean_a, mean_b), alpha)
+    if np.all(x == x[0]) and np.all(y == y[0]):
+        return float(point), float(point), float(point)
+    return _bootstrap((x, y), _mean_ratio, point, n_boot, alpha, seed)
 
 
 def mcnemar(a: Sequence[bool] | np.ndarray, b: Sequence[bool] | np.ndarray) -> dict[str, float | int]:

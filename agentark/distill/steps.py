@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Literal
 
 from agentark.distill.data import question_messages
@@ -203,45 +202,22 @@ def mc_label_steps(engine: Engine, task: Task, questions: Sequence[Conversation]
     return labels
 
 
-@dataclass(frozen=True)
-class MCLabeling:
-    """Settings for Monte-Carlo labels in :func:`build_step_dataset` (instead of debate labels)."""
-
-    engine: Engine
-    task: Task
-    n_rollouts: int = 8
-    threshold: float = 0.5
-    sampling: SamplingParams = field(default_factory=lambda: SamplingParams(temperature=0.7))
-
-
 def build_step_dataset(traces: Iterable[QuestionTrace], mode: StepMode | str = "auto",
-                       rounds: RoundsSel | str = "all", mc: MCLabeling | None = None) -> list[dict]:
-    """Stepwise-supervision rows (TRL's format) from debate traces.
+                       rounds: RoundsSel | str = "all") -> list[dict]:
+    """Stepwise-supervision rows (TRL's format) from debate traces, labelled by :func:`label_steps`.
 
     One row per labelled solver turn: ``{"prompt", "completions": [steps], "labels": [bools],
-    "item_id", "agent", "round"}``. Debate labels (:func:`label_steps`) by default; with ``mc``,
-    Monte-Carlo labels for the same turns (questions no agent got right included, since rollouts are
-    graded against the gold). Turns with no steps, or no labels, are skipped.
+    "item_id", "agent", "round"}``. Turns with no steps, or no labels, are skipped.
     """
     rows: list[dict] = []
-    questions: list[Conversation] = []
-    golds: list[str] = []
     for trace in traces:
         question = question_messages(trace)
         consensus = verified_consensus(trace)
         for turn in solver_turns(trace, rounds):
             steps = segment_steps(turn.text, mode)
-            # With ``mc`` every turn is kept; its labels are filled in below, all in one engine call.
-            labels = [] if mc else label_steps(trace, turn, consensus, mode)
+            labels = label_steps(trace, turn, consensus, mode)
             if not steps or labels is None:
                 continue
             rows.append({"prompt": prompt_text(question), "completions": steps, "labels": labels,
                          "item_id": trace.item_id, "agent": turn.agent, "round": turn.round})
-            questions.append(question)
-            golds.append(trace.gold)
-    if mc is not None:
-        mc_labels = mc_label_steps(mc.engine, mc.task, questions, [r["completions"] for r in rows], golds,
-                                   mc.n_rollouts, mc.threshold, mc.sampling)
-        for row, labels in zip(rows, mc_labels):
-            row["labels"] = labels
     return rows

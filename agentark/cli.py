@@ -356,13 +356,16 @@ def serve(
     served_model_name: Annotated[Optional[str], typer.Option(help="Model name reported by /v1/models.")] = None,
     max_batch_wait_ms: Annotated[float, typer.Option(help="How long to gather concurrent requests into one batch.")] = 10.0,
     max_batch_size: Annotated[int, typer.Option(help="Most requests merged into one engine call.")] = 32,
+    max_body_bytes: Annotated[int, typer.Option(help="Larger request bodies get 413.")] = 1_000_000,
+    max_prompt_chars: Annotated[int, typer.Option(help="Longer prompts (all messages) get 400.")] = 64_000,
+    max_tokens: Annotated[int, typer.Option(help="Larger max_tokens requests get 400.")] = 4096,
 ) -> None:
     """Serve a model behind an OpenAI-compatible API (/v1/chat/completions, /v1/models)."""
     import os
 
     from agentark.engines import get_engine
     from agentark.models import DEFAULT_MODEL
-    from agentark.serve import create_app
+    from agentark.serve import RequestLimits, create_app
     from agentark.serve import serve as run_server
 
     model = model or DEFAULT_MODEL
@@ -370,7 +373,9 @@ def serve(
     try:
         app_ = create_app(get_engine(engine, model, **_parse_options(engine_option)), api_key=api_key,
                           served_model_name=served_model_name or model, max_batch_wait_ms=max_batch_wait_ms,
-                          max_batch_size=max_batch_size)
+                          max_batch_size=max_batch_size,
+                          limits=RequestLimits(max_body_bytes=max_body_bytes, max_prompt_chars=max_prompt_chars,
+                                               max_tokens=max_tokens))
     except (ValueError, RuntimeError, ImportError) as e:
         _fail(str(e))
     run_server(app_, host=host, port=port)

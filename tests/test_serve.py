@@ -131,3 +131,32 @@ def test_engine_failure_is_a_500_with_the_cause():
         assert "out of memory" in response.json()["error"]["message"]
         # The batcher survives a failed batch.
         assert httpx.post(f"{base}/v1/chat/completions", json=chat_body(model="broken"), timeout=30).status_code == 500
+
+
+def test_oversized_requests_are_refused_and_the_server_stays_up(counting):
+    from agentark.serve import RequestLimits
+
+    limits = RequestLimits(max_body_bytes=20_000, max_prompt_chars=5_000, max_tokens=64)
+    with running_server(create_app(counting, served_model_name="tiny", max_batch_wait_ms=0, limits=limits)) as base:
+        before = len(counting.calls)
+        big = httpx.post(f"{base}/v1/chat/completions", timeout=30,
+                         json=chat_body(messages=[{"role": "user", "content": "x" * 100_000}]))
+        assert big.status_code == 413 and "bytes" in big.json()["error"]["message"]
+
+        def chunks():
+            yield b'{"model": "tiny", "messages": [{"role": "user", "content": "'
+            for _ in range(10):
+                yield b"y" * 5_000
+            yield b'"}]}'
+
+        streamed = httpx.post(f"{base}/v1/chat/completions", content=chunks(), timeout=30,
+                              headers={"content-type": "application/json"})
+        assert streamed.status_code == 413
+        long_prompt = httpx.post(f"{base}/v1/chat/completions", timeout=30,
+                                 json=chat_body(messages=[{"role": "user", "content": "z" * 6_000}]))
+        assert long_prompt.status_code == 400 and "5000" in long_prompt.json()["error"]["message"]
+        greedy = httpx.post(f"{base}/v1/chat/completions", json=chat_body(max_tokens=10**9), timeout=30)
+        assert greedy.status_code == 400 and "max_tokens" in greedy.json()["error"]["message"]
+        assert len(counting.calls) == before  # none of them reached the engine
+        ok = httpx.post(f"{base}/v1/chat/completions", json=chat_body(), timeout=60)
+        assert ok.status_code == 200 and ok.json()["choices"][0]["message"]["content"] is not None

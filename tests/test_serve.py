@@ -160,3 +160,18 @@ def test_oversized_requests_are_refused_and_the_server_stays_up(counting):
         assert len(counting.calls) == before  # none of them reached the engine
         ok = httpx.post(f"{base}/v1/chat/completions", json=chat_body(), timeout=60)
         assert ok.status_code == 200 and ok.json()["choices"][0]["message"]["content"] is not None
+
+
+def test_metrics_count_the_traffic(counting):
+    with running_server(create_app(counting, served_model_name="tiny", max_batch_wait_ms=0)) as base:
+        for _ in range(3):
+            assert httpx.post(f"{base}/v1/chat/completions", json=chat_body(), timeout=60).status_code == 200
+        assert httpx.post(f"{base}/v1/chat/completions", json=chat_body(model="nope"), timeout=30).status_code == 404
+        httpx.get(f"{base}/no/such/path", timeout=30)
+        text = httpx.get(f"{base}/metrics", timeout=30).text
+    assert 'agentark_requests_total{route="/v1/chat/completions",status="200"} 3.0' in text
+    assert 'agentark_requests_total{route="/v1/chat/completions",status="404"} 1.0' in text
+    assert 'agentark_requests_total{route="other",status="404"} 1.0' in text
+    assert 'agentark_request_latency_seconds_count{route="/v1/chat/completions"} 4.0' in text
+    completion = next(line for line in text.splitlines() if line.startswith('agentark_tokens_total{kind="completion"}'))
+    assert float(completion.split()[-1]) > 0

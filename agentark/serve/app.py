@@ -24,12 +24,13 @@ from typing import Literal
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agentark.engines.base import Completion, Conversation, Engine, SamplingParams
 from agentark.engines.openai import is_loopback_host
+from agentark.serve.metrics import MetricsMiddleware, ServerMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -329,7 +330,7 @@ def create_app(
     """Serve ``engine`` as ``served_model_name`` (default: its ``model_id``) on ``/v1``.
 
     With ``api_key``, every ``/v1`` route requires ``Authorization: Bearer <api_key>``; ``/health``
-    stays open for load balancers. ``limits`` bound each request's body, prompt and ``max_tokens``.
+    and ``/metrics`` (Prometheus) stay open for load balancers and scrapers. ``limits`` bound each request's body, prompt and ``max_tokens``.
     """
     limits = limits or RequestLimits()
     model_name = served_model_name or engine.model_id
@@ -350,11 +351,18 @@ def create_app(
     app.state.complete = batcher.generate  # CompleteFn; replace to route requests elsewhere
     _install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=limits.max_body_bytes)
+    metrics = app.state.metrics = ServerMetrics()
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: 413s are counted too
     auth = [Depends(_bearer_auth(api_key))] if api_key is not None else []
 
     @app.get("/health")
     async def health() -> dict:
         return {"status": "ok", "model": model_name}
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        content, media_type = metrics.render()
+        return Response(content, media_type=media_type)
 
     @app.get("/v1/models", dependencies=auth)
     async def models() -> dict:
@@ -382,7 +390,9 @@ def create_app(
             raise
         except Exception as exc:
             raise APIError(500, f"generation failed: {type(exc).__name__}: {exc}", type="server_error") from exc
-        return completion_response(model_name, completions)
+        response = completion_response(model_name, completions)
+        metrics.record_usage(response["usage"]["prompt_tokens"], response["usage"]["completion_tokens"])
+        return response
 
     return app
 

@@ -346,6 +346,51 @@ def run_pipeline_command(pipeline: Annotated[Path, typer.Argument(help="Pipeline
 
 
 @app.command()
+def loadtest(
+    url: Annotated[str, typer.Option(help="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.")],
+    model: Annotated[str, typer.Option(help="Model name the server serves.")],
+    task: Annotated[str, typer.Option(help="Task whose questions are sent.")] = "arithmetic",
+    data: Annotated[Optional[str], typer.Option(help="Data file for file-based tasks.")] = None,
+    split: Annotated[str, typer.Option(help="held-out or train.")] = "held-out",
+    n: Annotated[int, typer.Option(help="Requests to send (questions are cycled).")] = 100,
+    concurrency: Annotated[Optional[int], typer.Option(help="Closed loop: requests in flight.")] = None,
+    rate: Annotated[Optional[float], typer.Option(help="Open loop: Poisson arrivals per second.")] = None,
+    max_tokens: Annotated[int, typer.Option(help="max_tokens of each request.")] = 256,
+    stream: Annotated[bool, typer.Option(help="Send stream=true and measure time to first token.")] = False,
+    duration: Annotated[float, typer.Option(help="Stop sending after this many seconds.")] = 600.0,
+    api_key_env: Annotated[str, typer.Option(help="Environment variable holding the server's API key.")] = "AGENTARK_API_KEY",
+    out: Annotated[Optional[Path], typer.Option(help="Write the result as JSON here.")] = None,
+) -> None:
+    """Latency as users see it: p50/p95/p99 end to end (and TTFT), throughput, error rate, at a fixed
+    concurrency or a Poisson arrival rate."""
+    import asyncio
+    import os
+
+    from agentark.serve.loadtest import run_load
+    from agentark.tasks import get_task
+
+    try:
+        task_ = get_task(task, **({"path": data} if data else {}))
+        conversations = [[{"role": "user", "content": task_.question_prompt(item)}] for item in task_.items(split, n)]
+        result = asyncio.run(run_load(url, model, conversations, n=n, concurrency=concurrency, rate=rate,
+                                      max_tokens=max_tokens, stream=stream, max_duration_s=duration,
+                                      api_key=os.environ.get(api_key_env)))
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    load = f"concurrency {concurrency}" if concurrency else f"Poisson {rate}/s"
+
+    def ms(x: float | None) -> str:
+        return "—" if x is None else f"{1000 * x:.0f} ms"
+
+    console.print(f"{result.ok}/{result.sent} ok ({100 * result.error_rate:.1f}% errors) at {load} in {result.wall_s:.1f} s: "
+                  f"{result.throughput_rps:.2f} req/s; latency p50 {ms(result.latency_p50_s)}, p95 {ms(result.latency_p95_s)}, "
+                  f"p99 {ms(result.latency_p99_s)}; TTFT p50 {ms(result.ttft_p50_s)}")
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(result.model_dump_json(indent=2))
+
+
+@app.command()
 def serve(
     model: Annotated[Optional[str], typer.Option(help="Model pack, local path (e.g. a student) or hub id.")] = None,
     engine: Annotated[str, typer.Option(help="Engine: auto (llamacpp on CPU, vllm or hf on a GPU), llamacpp, hf, vllm.")] = "auto",

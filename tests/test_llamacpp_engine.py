@@ -138,3 +138,9 @@ def test_bf16_only_where_the_cpu_has_it(flags, fast):
     info = cpu_info(f"processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t: sse\n")
     assert info.model == "Test CPU" and info.fast_bf16 is fast
     assert "avx2" in info.describe()
+
+
+def test_vllm_missing_says_how_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    with pytest.raises(ImportError, match=r"agentark\[vllm\].*0\.22-0\.31"):
+        get_engine("vllm", "any/model")

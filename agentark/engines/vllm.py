@@ -28,7 +28,8 @@ class VLLMEngine:
         try:
             import vllm
         except ImportError as exc:
-            raise ImportError("the vllm engine needs vLLM: pip install 'agentark[vllm]' (GPU only)") from exc
+            raise ImportError("the vllm engine needs vLLM: pip install 'agentark[vllm]' (vllm 0.22-0.31, the range "
+                              "TRL supports; on a CPU the llamacpp engine needs nothing more)") from exc
         from agentark.models import resolve_model
 
         self.model_id = model

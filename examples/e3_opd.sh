@@ -6,7 +6,7 @@
 set -euo pipefail
 ROOT=${ROOT:-runs/e1}
 DATA=${DATA:-../shared/data/gsm8k/train.jsonl}
-N_TRAIN=${N_TRAIN:-300} N_EVAL=${N_EVAL:-300} TOK=${TOK:-512} STEPS=${STEPS:-100}
+N_TRAIN=${N_TRAIN:-300} N_EVAL=${N_EVAL:-300} TOK=${TOK:-768} STEPS=${STEPS:-100}
 BIG=qwen2.5-coder-1.5b-instruct SMALL=qwen2.5-coder-0.5b-instruct
 read -ra EVAL_ARGS <<< "${EVAL_OPTS:---engine llamacpp --engine-option outtype=f16}"
 TASK_ARGS=(--task gsm8k --data "$DATA")

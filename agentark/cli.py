@@ -291,7 +291,7 @@ def compare(
 ) -> None:
     """Accuracy (95% CI), paired difference and McNemar p against a baseline, tokens and capped share,
     on the items every run answered."""
-    from agentark.evaluate.table import comparison_table, to_markdown
+    from agentark.evaluate.table import COLUMNS, comparison_table, to_markdown
     from agentark.traces.store import read_traces
 
     named: dict[str, Any] = {}
@@ -304,22 +304,20 @@ def compare(
             named[label] = list(read_traces(path))
         except (FileNotFoundError, ValueError) as e:
             _fail(f"{path}: {e}")
+    base = baseline or next(iter(named))
     try:
-        rows = comparison_table(named, baseline or next(iter(named)))
+        rows = comparison_table(named, base)
     except ValueError as e:
         _fail(str(e))
-    table = Table(title=f"n={rows[0].n} common items, paired with {baseline or next(iter(named))}")
-    for col in ("system", "n", "accuracy (95% CI)", "difference (95% CI)", "McNemar p", "gen tokens/q", "capped"):
+    table = Table(title=f"n={rows[0].n} common items, paired with {base}")
+    for col in COLUMNS:
         table.add_column(col, justify="left" if col == "system" else "right")
     for r in rows:
-        table.add_row(r.name, str(r.n), f"{r.accuracy:.3f} [{r.accuracy_ci[0]:.3f}, {r.accuracy_ci[1]:.3f}]",
-                      "" if r.difference is None else f"{r.difference:+.3f} [{r.difference_ci[0]:+.3f}, {r.difference_ci[1]:+.3f}]",
-                      "" if r.mcnemar_p is None else f"{r.mcnemar_p:.3g}", f"{r.generated_tokens_per_query:.0f}",
-                      f"{100 * r.capped_share:.1f}%")
+        table.add_row(*r.cells())
     console.print(table)
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(to_markdown(rows, baseline or next(iter(named))))
+        out.write_text(to_markdown(rows, base))
         console.print(f"table in {out}")
 
 
@@ -366,12 +364,13 @@ def loadtest(
     import asyncio
     import os
 
+    from agentark.mas.base import first_prompt
     from agentark.serve.loadtest import run_load
     from agentark.tasks import get_task
 
     try:
         task_ = get_task(task, **({"path": data} if data else {}))
-        conversations = [[{"role": "user", "content": task_.question_prompt(item)}] for item in task_.items(split, n)]
+        conversations = [first_prompt(task_, item) for item in task_.items(split, n)]
         result = asyncio.run(run_load(url, model, conversations, n=n, concurrency=concurrency, rate=rate,
                                       max_tokens=max_tokens, stream=stream, max_duration_s=duration,
                                       api_key=os.environ.get(api_key_env)))

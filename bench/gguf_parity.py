@@ -17,6 +17,7 @@ import os
 
 from agentark.engines import get_engine
 from agentark.engines.base import SamplingParams
+from agentark.mas.base import first_prompt
 from agentark.models.hardware import cpu_info
 from agentark.models.packs import MODEL_PACKS
 from agentark.tasks import get_task
@@ -41,7 +42,7 @@ def main() -> None:
 
     print(f"CPU: {cpu_info().describe()}")
     task = get_task("gsm8k", path=args.data)
-    conversations = [[{"role": "user", "content": task.question_prompt(item)}] for item in task.items("train", args.n)]
+    conversations = [first_prompt(task, item) for item in task.items("train", args.n)]
     greedy = SamplingParams(temperature=0.0, max_new_tokens=args.max_new_tokens)
     hf = get_engine("hf", args.model, dtype="float32", batch_size=args.n)
     reference = [c.text for c in hf.generate(conversations, greedy)]

@@ -29,6 +29,18 @@ class TableRow(BaseModel):
     generated_tokens_per_query: float
     capped_share: float
 
+    def cells(self) -> list[str]:
+        """The row as the table prints it, in :data:`COLUMNS` order ("—" where nothing is paired)."""
+        versus = ("—" if self.difference is None else
+                  f"{self.difference:+.3f} [{self.difference_ci[0]:+.3f}, {self.difference_ci[1]:+.3f}]")
+        return [self.name, str(self.n), f"{self.accuracy:.3f} [{self.accuracy_ci[0]:.3f}, {self.accuracy_ci[1]:.3f}]",
+                versus, "—" if self.mcnemar_p is None else f"{self.mcnemar_p:.3g}",
+                "—" if self.relative_gain is None else f"{100 * self.relative_gain:+.1f}%",
+                f"{self.generated_tokens_per_query:.0f}", f"{100 * self.capped_share:.1f}%"]
+
+
+COLUMNS = ("system", "n", "accuracy (95% CI)", "difference (95% CI)", "McNemar p", "relative", "gen tokens/q", "capped")
+
 
 def capped_share(traces: Sequence[QuestionTrace]) -> float:
     """Share of final answers (each agent's last turn) that hit the token cap."""
@@ -63,12 +75,7 @@ def comparison_table(runs: Mapping[str, Sequence[QuestionTrace]], baseline: str)
 
 def to_markdown(rows: Sequence[TableRow], baseline: str) -> str:
     """The table as Markdown, for results/ files."""
-    lines = [f"| system | n | accuracy (95% CI) | vs {baseline} (95% CI) | McNemar p | relative | gen tokens/q | capped |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        versus = "—" if r.difference is None else f"{r.difference:+.3f} [{r.difference_ci[0]:+.3f}, {r.difference_ci[1]:+.3f}]"
-        p = "—" if r.mcnemar_p is None else f"{r.mcnemar_p:.3g}"
-        rel = "—" if r.relative_gain is None else f"{100 * r.relative_gain:+.1f}%"
-        lines.append(f"| {r.name} | {r.n} | {r.accuracy:.3f} [{r.accuracy_ci[0]:.3f}, {r.accuracy_ci[1]:.3f}] | "
-                     f"{versus} | {p} | {rel} | {r.generated_tokens_per_query:.0f} | {100 * r.capped_share:.1f}% |")
+    header = [c if c != "difference (95% CI)" else f"vs {baseline} (95% CI)" for c in COLUMNS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r.cells()) + " |" for r in rows]
     return "\n".join(lines) + "\n"

@@ -236,12 +236,13 @@ class PipelineConfig(StageConfig):
     def engine_for(self, role: Role) -> tuple[str, dict[str, Any]]:
         """(engine kind, options) of the teacher's or the student's jobs; every engine batches
         ``generate.batch_size`` sequences unless its options say otherwise."""
-        if role == "teacher" or self.student_engine is None:
-            kind = self.engine
-            options = self.engine_options if role == "teacher" or self.student_engine_options is None \
-                else self.student_engine_options
+        if role == "teacher":
+            kind, options = self.engine, self.engine_options
         else:
-            kind, options = self.student_engine, self.student_engine_options or {}
+            kind = self.student_engine or self.engine
+            # The teacher's options carry over only with the teacher's engine.
+            inherited = self.engine_options if self.student_engine is None else {}
+            options = inherited if self.student_engine_options is None else self.student_engine_options
         return kind, with_batch_size(kind, options, self.generate.batch_size)
 
 
@@ -595,12 +596,12 @@ class _Pipeline:
         wall = (_read_json(out / WALL_FILE) or {}).get("wall_time_s", 0.0)
         todo = [item for item in job.items if item.id not in store.done_ids]
         self.emit(stage, "evaluating", total - len(todo), total)
+        engine = self.config.engine_for(job.role)
         for start in range(0, len(todo), s.chunk_size):
             chunk = todo[start : start + s.chunk_size]
             sampling = SamplingParams(temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
                                       seed=chunk_seed(s.seed, [item.id for item in chunk]))
-            ctx = RunContext(task=job.task, engine=self.engines.get(job.model, *self.config.engine_for(job.role)),
-                             sampling=sampling,
+            ctx = RunContext(task=job.task, engine=self.engines.get(job.model, *engine), sampling=sampling,
                              config_hash=fingerprint)
             traces, seconds = evaluate_system(job.system, ctx, chunk, batch_size=len(chunk))
             store.append(traces)

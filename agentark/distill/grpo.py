@@ -30,12 +30,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from agentark.config import StageConfig
-from agentark.distill.credit import (
-    group_advantages,
-    step_spans,
-    token_returns,
-    token_steps,
-)
+from agentark.distill.credit import group_advantages, step_spans, token_returns, token_steps
 from agentark.distill.data import question_messages
 from agentark.distill.prm import PRMConfig, PRMScorer, as_traces, train_prm
 from agentark.distill.steps import prompt_text, segment_steps
@@ -179,10 +174,10 @@ def dense_token_advantages(tokenizer: Any, completion_ids: Sequence[Sequence[int
     returns, unplaced = [], 0
     for ids, text, scores, outcome in zip(completion_ids, batch.texts, batch.step_scores, batch.outcome, strict=True):
         ids = list(ids)
-        decoded = tokenizer.decode(ids, skip_special_tokens=True)
-        ends = [len(tokenizer.decode(ids[: i + 1], skip_special_tokens=True)) for i in range(len(ids))]
+        prefixes = [tokenizer.decode(ids[: i + 1], skip_special_tokens=True) for i in range(len(ids))]
         try:
-            steps = token_steps(ends, step_spans(decoded, segment_steps(text, step_mode)))
+            spans = step_spans(prefixes[-1] if prefixes else "", segment_steps(text, step_mode))
+            steps = token_steps([len(p) for p in prefixes], spans)
         except ValueError:
             unplaced += 1
             steps = [0] * len(ids)
@@ -199,9 +194,10 @@ def _dense_trainer_class() -> type:
         """Replaces GRPO's per-solution advantage with each token's step return (TRL >= 1.16 accepts
         advantages of shape (batch, tokens) from subclasses)."""
 
-        def __init__(self, *args: Any, pad_reward: PADReward, min_form_temperature: float, **kwargs: Any):
+        def __init__(self, *args: Any, min_form_temperature: float, **kwargs: Any):
             super().__init__(*args, **kwargs)
-            self.pad_reward, self.min_form_temperature = pad_reward, min_form_temperature
+            (self.pad_reward,) = self.reward_funcs  # the PADReward: it keeps the step scores of the last batch
+            self.min_form_temperature = min_form_temperature
 
         def _generate_and_score_completions(self, inputs: Any) -> dict[str, Any]:
             output = super()._generate_and_score_completions(inputs)
@@ -309,12 +305,13 @@ def train_pad(config: PADConfig, traces: Iterable[QuestionTrace] | str | Path, t
         data_seed=config.seed,
     )
     peft_config = config.peft_config()
-    reward = make_reward_function(scorer, task, config.aggregation, config.correctness_coef)
-    dense = {"pad_reward": reward, "min_form_temperature": config.min_form_temperature}
-    trainer_class, extra = (_dense_trainer_class(), dense) if config.credit == "dense" else (GRPOTrainer, {})
+    if config.credit == "dense":
+        trainer_class, extra = _dense_trainer_class(), {"min_form_temperature": config.min_form_temperature}
+    else:
+        trainer_class, extra = GRPOTrainer, {}
     trainer = trainer_class(
         model=model,
-        reward_funcs=[reward],
+        reward_funcs=[make_reward_function(scorer, task, config.aggregation, config.correctness_coef)],
         args=args,
         train_dataset=datasets.Dataset.from_list(rows),
         processing_class=tokenizer,
@@ -322,8 +319,7 @@ def train_pad(config: PADConfig, traces: Iterable[QuestionTrace] | str | Path, t
         **extra,
     )
     logger.info("PAD (%s credit): GRPO on %d questions, %d steps x %d questions x %d generations", config.credit,
-                len(rows), config.max_steps,
-                config.prompts_per_step, config.num_generations)
+                len(rows), config.max_steps, config.prompts_per_step, config.num_generations)
     trainer.train()
     save_student(trainer.model, tokenizer, out_dir, merge=True)
     rewards = reward_summary(trainer.state.log_history)

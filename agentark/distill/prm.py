@@ -35,22 +35,11 @@ from pydantic import Field, model_validator
 
 from agentark.config import StageConfig
 from agentark.distill.sft import FULL_LEARNING_RATE, LORA_LEARNING_RATE
-from agentark.distill.steps import (
-    STEP_SEPARATOR,
-    RoundsSel,
-    StepMode,
-    build_step_dataset,
-    segment_steps,
-)
+from agentark.distill.steps import STEP_SEPARATOR, RoundsSel, StepMode, build_step_dataset, segment_steps
 from agentark.distill.training import (LoraSettings, canonical_hash, clear_manifest, data_hash,
-                                       is_up_to_date, lora_config, loss_curve, read_manifest, save_student,
+                                       is_up_to_date, loss_curve, read_manifest, save_student,
                                        training_dtype_device, write_manifest)
-from agentark.models.loading import (
-    load_tokenizer,
-    pick_device,
-    pick_dtype,
-    resolve_model,
-)
+from agentark.models.loading import load_tokenizer, pick_device, pick_dtype, resolve_model
 from agentark.models.packs import DEFAULT_MODEL
 from agentark.traces.schema import QuestionTrace
 from agentark.traces.store import read_traces
@@ -436,7 +425,7 @@ def train_prm(config: PRMConfig, traces: Iterable[QuestionTrace] | str | Path) -
 
             head = [name for name, module in model.named_children()
                     if name != model.base_model_prefix and any(True for _ in module.parameters())]
-            lora = lora_config(r=config.lora_r, alpha=config.lora_alpha)
+            lora = config.peft_config()
             # The head is a linear layer too: train it fully (modules_to_save), never through an adapter.
             lora.task_type, lora.exclude_modules, lora.modules_to_save = "TOKEN_CLS", head, head
             model = get_peft_model(model, lora)

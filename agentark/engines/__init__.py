@@ -73,5 +73,5 @@ def get_engine(kind: str, model: str, **options) -> Engine:
     return VLLMEngine(model, **options)
 
 
-__all__ = ["BATCH_OPTION", "ENGINE_NAMES", "close_engine", "with_batch_size", "Completion", "Conversation", "Engine", "Message", "SamplingParams", "get_engine",
-           "resolve_engine_kind"]
+__all__ = ["BATCH_OPTION", "ENGINE_NAMES", "Completion", "Conversation", "Engine", "Message", "SamplingParams",
+           "close_engine", "get_engine", "resolve_engine_kind", "with_batch_size"]

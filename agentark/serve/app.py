@@ -330,7 +330,8 @@ def create_app(
     """Serve ``engine`` as ``served_model_name`` (default: its ``model_id``) on ``/v1``.
 
     With ``api_key``, every ``/v1`` route requires ``Authorization: Bearer <api_key>``; ``/health``
-    and ``/metrics`` (Prometheus) stay open for load balancers and scrapers. ``limits`` bound each request's body, prompt and ``max_tokens``.
+    and ``/metrics`` (Prometheus) stay open for load balancers and scrapers. ``limits`` bound each
+    request's body, prompt and ``max_tokens``.
     """
     limits = limits or RequestLimits()
     model_name = served_model_name or engine.model_id
@@ -375,7 +376,8 @@ def create_app(
         if body.model != model_name:
             raise APIError(404, f"the model {body.model!r} does not exist; this server serves {model_name!r}",
                            code="model_not_found")
-        prompt_chars = sum(len(m["content"]) for m in body.conversation())
+        conversation = body.conversation()
+        prompt_chars = sum(len(m["content"]) for m in conversation)
         if prompt_chars > limits.max_prompt_chars:
             raise APIError(400, f"the messages hold {prompt_chars} characters; this server accepts at most "
                            f"{limits.max_prompt_chars}", code="context_length_exceeded")
@@ -385,7 +387,7 @@ def create_app(
                            f"{limits.max_tokens}", code="invalid_max_tokens")
         complete: CompleteFn = request.app.state.complete
         try:
-            completions = await complete([body.conversation()] * body.n, sampling)
+            completions = await complete([conversation] * body.n, sampling)
         except APIError:
             raise
         except Exception as exc:

@@ -122,12 +122,15 @@ def test_missing_build_says_how_to_install(monkeypatch, tmp_path):
         LlamaCppEngine(str(tmp_path / "x.gguf"))
 
 
-def test_auto_engine_is_llamacpp_on_cpu():
+@pytest.mark.parametrize("flags,expected", [("fpu avx avx2 fma", "llamacpp"), ("avx2 avx512f avx512_bf16 amx_bf16", "hf")])
+def test_auto_engine_on_cpu_follows_the_bf16_flags(monkeypatch, flags, expected):
     import torch
 
-    if torch.cuda.is_available():
-        pytest.skip("this machine has a GPU: auto picks vllm or hf")
-    assert resolve_engine_kind("auto") == "llamacpp"
+    from agentark.models import hardware
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_info", lambda: hardware.CPUInfo("test CPU", frozenset(flags.split()), 2))
+    assert resolve_engine_kind("auto") == expected
     with pytest.raises(ValueError, match="valid engines"):
         resolve_engine_kind("tensorrt")
 

@@ -147,3 +147,42 @@ def test_vllm_missing_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)
     with pytest.raises(ImportError, match=r"agentark\[vllm\].*0\.22-0\.31"):
         get_engine("vllm", "any/model")
+
+
+def test_stream_hands_out_the_greedy_text_piece_by_piece_and_stops_when_told(tiny_qwen):
+    engine = get_engine("llamacpp", tiny_qwen, n_parallel=2, n_ctx_per_seq=512)
+    sampling = SamplingParams(temperature=0.0, max_new_tokens=12, ignore_eos=True)
+    pieces: list[str] = []
+    streamed = engine.stream(CONVERSATIONS[0], sampling, lambda text: pieces.append(text) is not None)
+    whole = engine.generate([CONVERSATIONS[0]], sampling)[0]
+    assert len(pieces) > 1 and "".join(pieces) == streamed.text == whole.text
+    assert streamed.completion_tokens == 12 and streamed.prompt_tokens == whole.prompt_tokens
+    assert streamed.finish_reason == "length"
+    few: list[str] = []
+    stopped = engine.stream(CONVERSATIONS[0], sampling, lambda text: few.append(text) is None and len(few) >= 3)
+    assert len(few) == 3 and stopped.text == "".join(few)
+
+
+def test_server_streams_llamacpp_tokens_as_openai_chunks(tiny_qwen):
+    import json
+
+    import httpx
+    from server_utils import running_server
+
+    from agentark.serve import create_app
+
+    engine = get_engine("llamacpp", tiny_qwen, n_parallel=2, n_ctx_per_seq=512)
+    body = {"model": "tiny", "messages": CONVERSATIONS[1], "temperature": 0, "max_tokens": 10, "ignore_eos": True}
+    with running_server(create_app(engine, served_model_name="tiny", max_batch_wait_ms=0)) as url:
+        plain = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60).json()
+        with httpx.stream("POST", f"{url}/v1/chat/completions", timeout=60,
+                          json={**body, "stream": True, "stream_options": {"include_usage": True}}) as response:
+            assert response.status_code == 200 and response.headers["x-agentark-route"] == "single"
+            events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+        too_long = httpx.post(f"{url}/v1/chat/completions", timeout=60,
+                              json={**body, "stream": True, "messages": [{"role": "user", "content": "word " * 800}]})
+    chunks = [json.loads(e) for e in events[:-1]]
+    contents = [c["choices"][0]["delta"]["content"] for c in chunks if c["choices"] and c["choices"][0]["delta"].get("content")]
+    assert len(contents) > 1 and "".join(contents) == plain["choices"][0]["message"]["content"]
+    assert chunks[-1]["usage"]["completion_tokens"] == 10 and events[-1] == "[DONE]"
+    assert too_long.status_code == 400 and "n_ctx_per_seq" in too_long.json()["error"]["message"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 import pytest
@@ -64,7 +65,7 @@ def test_text_content_parts_and_max_completion_tokens(url):
 @pytest.mark.parametrize(
     ("body", "status", "fragment"),
     [
-        (chat_body(stream=True), 400, "stream"),
+        (chat_body(n=0), 400, "n"),
         (chat_body(model="gpt-4o"), 404, "gpt-4o"),
         (chat_body(messages=[]), 400, "messages"),
         (chat_body(temperature=5), 400, "temperature"),
@@ -175,3 +176,20 @@ def test_metrics_count_the_traffic(counting):
     assert 'agentark_request_latency_seconds_count{route="/v1/chat/completions"} 4.0' in text
     completion = next(line for line in text.splitlines() if line.startswith('agentark_tokens_total{kind="completion"}'))
     assert float(completion.split()[-1]) > 0
+
+
+def test_stream_of_a_non_streaming_engine_is_the_whole_answer_in_openai_chunks(url):
+    """The hf engine does not stream: the answer comes as one chunk when ready, in OpenAI's format."""
+    plain = httpx.post(f"{url}/v1/chat/completions", json=chat_body(), timeout=30).json()
+    with httpx.stream("POST", f"{url}/v1/chat/completions", timeout=30,
+                      json=chat_body(stream=True, stream_options={"include_usage": True})) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["x-agentark-route"] == "single"
+        events = [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert {c["object"] for c in chunks} == {"chat.completion.chunk"} and len({c["id"] for c in chunks}) == 1
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == plain["choices"][0]["message"]["content"]
+    assert chunks[-1]["usage"] == plain["usage"]
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == plain["choices"][0]["finish_reason"]

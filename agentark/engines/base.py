@@ -8,6 +8,7 @@ transformers, vLLM or any OpenAI-compatible server, and lets teacher and student
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 Message = dict[str, str]
@@ -54,4 +55,22 @@ class Engine(Protocol):
 
     def generate(self, conversations: list[Conversation], sampling: SamplingParams) -> list[Completion]:
         """Return one completion per conversation, in order. Implementations batch internally."""
+        ...
+
+
+class EngineRequestError(ValueError):
+    """The engine cannot serve a request as asked (e.g. it is longer than the context): the caller's
+    error, answered with a 4xx by a server, not a failure of the engine."""
+
+
+TextSink = Callable[[str], bool]
+"""Receives each piece of text as it is generated; returns True to stop generating (client gone)."""
+
+
+@runtime_checkable
+class StreamingEngine(Engine, Protocol):
+    """An engine that can also hand out one conversation's text token by token (for ``stream=true``)."""
+
+    def stream(self, conversation: Conversation, sampling: SamplingParams, sink: TextSink) -> Completion:
+        """Generate one completion, passing its text to ``sink`` piece by piece; return it whole."""
         ...

@@ -24,7 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from agentark.engines.base import Completion, Conversation, SamplingParams
+from agentark.engines.base import Completion, Conversation, EngineRequestError, SamplingParams, TextSink
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +33,14 @@ class LlamaCppError(RuntimeError):
     """llama.cpp refused a request or a model file; the message is llama.cpp's, with the file named."""
 
 
+class LlamaCppContextError(LlamaCppError, EngineRequestError):
+    """A prompt (plus its answer) does not fit one slot's context."""
+
+
 class LlamaCppEngine:
     """Generate with llama.cpp on a GGUF file: a pack as shipped, or HF weights converted once."""
+
+    thread_safe = True  # concurrent calls share the slots and are batched per decode step
 
     def __init__(self, model: str, n_parallel: int = 32, n_ctx_per_seq: int = 2048, n_threads: int | None = None,
                  outtype: str | None = None):
@@ -99,9 +105,7 @@ class LlamaCppEngine:
         out = self.server.handle_chat_completions(body)
         latency = time.perf_counter() - start
         if "error" in out:
-            error = out["error"]
-            hint = " (raise --engine-option n_ctx_per_seq)" if error.get("type") == "exceed_context_size_error" else ""
-            raise LlamaCppError(f"llama.cpp ({self.path.name}): {error.get('message', error)}{hint}")
+            raise self._error(out["error"])
         choice, usage = out["choices"][0], out["usage"]
         return Completion(
             text=choice["message"].get("content") or "",
@@ -110,6 +114,44 @@ class LlamaCppEngine:
             latency_s=latency,
             finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
         )
+
+    def stream(self, conversation: Conversation, sampling: SamplingParams, sink: TextSink) -> Completion:
+        """One conversation through llama.cpp's own streaming: ``sink`` gets each token's text as the
+        slot decodes it, alongside every other request the server is batching."""
+        body = {**self.request(conversation, sampling), "stream": True, "stream_options": {"include_usage": True}}
+        pieces: list[str] = []
+        state: dict[str, Any] = {"finish": "stop", "usage": None, "error": None}
+
+        def on_chunk(chunk: dict[str, Any]) -> bool:
+            if "error" in chunk:
+                state["error"] = chunk["error"]
+                return True
+            if chunk.get("usage"):
+                state["usage"] = chunk["usage"]
+            for choice in chunk.get("choices") or []:
+                if choice.get("finish_reason"):
+                    state["finish"] = "length" if choice["finish_reason"] == "length" else "stop"
+                if text := (choice.get("delta") or {}).get("content"):
+                    pieces.append(text)
+                    if sink(text):
+                        return True
+            return False
+
+        start = time.perf_counter()
+        out = self.server.handle_chat_completions(body, on_chunk)
+        if isinstance(out, dict) and "error" in out:
+            state["error"] = out["error"]
+        if state["error"] is not None:
+            raise self._error(state["error"])
+        usage = state["usage"] or {"prompt_tokens": 0, "completion_tokens": len(pieces)}  # stopped early
+        return Completion("".join(pieces), usage["prompt_tokens"], usage["completion_tokens"],
+                          time.perf_counter() - start, state["finish"])
+
+    def _error(self, error: Any) -> LlamaCppError:
+        message = error.get("message", error) if isinstance(error, dict) else error
+        if isinstance(error, dict) and error.get("type") == "exceed_context_size_error":
+            return LlamaCppContextError(f"llama.cpp ({self.path.name}): {message} (raise --engine-option n_ctx_per_seq)")
+        return LlamaCppError(f"llama.cpp ({self.path.name}): {message}")
 
     def close(self) -> None:
         """Stop the server's threads and free the model and KV cache now rather than at garbage collection."""

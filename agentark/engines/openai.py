@@ -39,6 +39,8 @@ class OpenAIEngineError(RuntimeError):
 class OpenAIEngine:
     """Generate through any server speaking the OpenAI chat-completions API."""
 
+    thread_safe = True  # each call has its own client and event loop: concurrent calls are independent
+
     def __init__(
         self,
         model: str,

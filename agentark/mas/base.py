@@ -44,7 +44,14 @@ def make_turn(ctx: RunContext, item: Item, agent: int, round_: int, messages: Co
     )
 
 
+SERVED_CONVERSATION = "conversation"
+"""``Item.meta`` key of a served request's own conversation: a client phrases its question itself."""
+
+
 def first_prompt(task: Task, item: Item) -> Conversation:
+    """The opening conversation: the task's phrasing of the question, or the one a client sent."""
+    if (conversation := item.meta.get(SERVED_CONVERSATION)) is not None:
+        return [dict(m) for m in conversation]
     return [{"role": "user", "content": task.question_prompt(item)}]
 
 

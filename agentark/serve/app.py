@@ -1,41 +1,50 @@
-"""An OpenAI-compatible HTTP server over any :class:`~agentark.engines.base.Engine`.
+"""An OpenAI-compatible HTTP server over any served system: one model, a team, or the hybrid.
 
 Any OpenAI client (including :class:`~agentark.engines.openai.OpenAIEngine`) can then use a
-distilled student. Engines are fastest on batches, while HTTP users arrive one request at a time,
-so a :class:`MicroBatcher` merges requests that arrive within a few milliseconds into one
-``engine.generate`` call, run in a worker thread so the event loop keeps accepting requests.
+distilled student, the multi-agent team it came from, or the student-first hybrid
+(:mod:`agentark.serve.systems`). Engines are fastest on batches, while HTTP users arrive one request
+at a time, so a :class:`MicroBatcher` merges requests that arrive within a few milliseconds into one
+call, run in a worker thread so the event loop keeps accepting requests.
 
-The request -> completions path is one swappable function, ``app.state.complete`` (see
-:data:`CompleteFn`): it defaults to the micro-batcher, and a router (student first, multi-agent
-fallback) can replace it without touching the HTTP layer.
+Each response says which path served it (``X-AgentArk-Route`` header and an ``agentark`` field);
+``stream=true`` answers with server-sent events in OpenAI's chunk format, token by token where the
+engine streams (llama.cpp) and as one chunk once the answer is complete otherwise (a team's answer
+exists only when the debate ends).
+
+The request -> replies path is one swappable function, ``app.state.complete`` (see
+:data:`CompleteFn`): it defaults to the micro-batcher over the served system.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from agentark.engines.base import Completion, Conversation, Engine, SamplingParams
+from agentark.engines.base import Completion, Conversation, Engine, EngineRequestError, SamplingParams, StreamingEngine
 from agentark.engines.openai import is_loopback_host
 from agentark.serve.metrics import MetricsMiddleware, ServerMetrics
+from agentark.serve.systems import Reply, ServedSystem, SingleModel
 
 logger = logging.getLogger(__name__)
 
-CompleteFn = Callable[[list[Conversation], SamplingParams], Awaitable[list[Completion]]]
-"""Conversations + sampling -> one completion each, in order: what a chat request is served by."""
+CompleteFn = Callable[[list[Conversation], SamplingParams], Awaitable[list[Reply]]]
+"""Conversations + sampling -> one reply each, in order: what a chat request is served by."""
+
+ROUTE_HEADER = "X-AgentArk-Route"
 
 DEFAULT_MAX_TOKENS = SamplingParams().max_new_tokens
 MAX_N = 64
@@ -68,6 +77,10 @@ class ChatMessage(BaseModel):
         return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
 
 
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
 class ChatCompletionRequest(BaseModel):
     """Unknown fields are ignored (pydantic's default), as OpenAI clients send optional extras."""
 
@@ -80,15 +93,17 @@ class ChatCompletionRequest(BaseModel):
     n: int = Field(1, ge=1, le=MAX_N)
     seed: int | None = None
     stream: bool | None = False
+    stream_options: StreamOptions | None = None
     ignore_eos: bool = False  # vLLM extension, sent by OpenAIEngine for benchmarks
 
     def conversation(self) -> Conversation:
         return [{"role": message.role, "content": message.text()} for message in self.messages]
 
-    def sampling(self) -> SamplingParams:
-        """OpenAI defaults (temperature 1, top_p 1) where the request leaves a field out."""
+    def sampling(self, default_temperature: float = 1.0) -> SamplingParams:
+        """The request's settings; where it leaves one out, OpenAI's default (top_p 1) or the served
+        system's temperature (OpenAI's 1 for a model, a sampling temperature for a voting team)."""
         return SamplingParams(
-            temperature=1.0 if self.temperature is None else self.temperature,
+            temperature=default_temperature if self.temperature is None else self.temperature,
             top_p=1.0 if self.top_p is None else self.top_p,
             max_new_tokens=self.max_completion_tokens or self.max_tokens or DEFAULT_MAX_TOKENS,
             seed=self.seed,
@@ -96,10 +111,23 @@ class ChatCompletionRequest(BaseModel):
         )
 
 
-def completion_response(model: str, completions: list[Completion]) -> dict:
-    """The ``chat.completion`` object; the prompt is counted once, as OpenAI does for ``n > 1``."""
+def usage(completions: list[Completion]) -> dict[str, int]:
+    """OpenAI's ``usage``; the prompt is counted once, as OpenAI does for ``n > 1``."""
     prompt_tokens = completions[0].prompt_tokens
     completion_tokens = sum(c.completion_tokens for c in completions)
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def route_info(replies: list[Reply]) -> dict[str, Any]:
+    """The ``agentark`` field of a response: which path answered, and what it concluded."""
+    first = replies[0]
+    return {"route": first.route, "answer": first.answer, "confidence": first.confidence}
+
+
+def completion_response(model: str, replies: list[Reply]) -> dict:
+    """The ``chat.completion`` object, plus the ``agentark`` route field."""
+    completions = [r.completion for r in replies]
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion",
@@ -109,12 +137,38 @@ def completion_response(model: str, completions: list[Completion]) -> dict:
             {"index": i, "message": {"role": "assistant", "content": c.text}, "finish_reason": c.finish_reason}
             for i, c in enumerate(completions)
         ],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
+        "usage": usage(completions),
+        "agentark": route_info(replies),
     }
+
+
+def sse(data: dict | str) -> bytes:
+    """One server-sent event, as OpenAI streams them."""
+    return f"data: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode()
+
+
+class ChunkWriter:
+    """``chat.completion.chunk`` objects of one streamed response (one id and timestamp for all)."""
+
+    def __init__(self, model: str):
+        self.base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk",
+                     "created": int(time.time()), "model": model}
+
+    def delta(self, index: int, delta: dict, finish_reason: str | None = None) -> bytes:
+        return sse({**self.base, "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason}]})
+
+    def tail(self, completions: list[Completion], include_usage: bool) -> list[bytes]:
+        """The last events: the usage chunk when asked for (OpenAI's ``stream_options``), ``[DONE]``."""
+        events = [sse({**self.base, "choices": [], "usage": usage(completions)})] if include_usage else []
+        return [*events, sse("[DONE]")]
+
+    def whole(self, completions: list[Completion], include_usage: bool) -> list[bytes]:
+        """A finished answer as a stream: role, the text, the finish reason, per choice."""
+        events = []
+        for i, c in enumerate(completions):
+            events += [self.delta(i, {"role": "assistant", "content": ""}), self.delta(i, {"content": c.text}),
+                       self.delta(i, {}, c.finish_reason)]
+        return events + self.tail(completions, include_usage)
 
 
 # --- errors in OpenAI's shape, so clients raise their usual typed exceptions -----------------------
@@ -162,49 +216,60 @@ def _bearer_auth(api_key: str) -> Callable[[str | None], Awaitable[None]]:
 
 # --- micro-batching -----------------------------------------------------------------------------
 
+R = TypeVar("R")
+
 
 @dataclass
-class _Pending:
+class _Pending(Generic[R]):
     conversations: list[Conversation]
     sampling: SamplingParams
-    future: asyncio.Future[list[Completion]]
+    future: asyncio.Future[list[R]]
 
 
-class MicroBatcher:
-    """Merges concurrent requests into few ``engine.generate`` calls.
+class MicroBatcher(Generic[R]):
+    """Merges concurrent requests into few calls of ``run`` (an engine's ``generate``, a system's ``answer``).
 
     One background task takes the first waiting request, waits ``max_batch_wait_ms`` for others,
-    then runs everything collected (up to ``max_batch_size`` conversations) as one engine call per
-    distinct sampling setting. The engine is called by this task only, one call at a time, so
-    requests that arrive while it is busy queue up and form the next batch; and the engine (an HF
-    model is not thread-safe) never runs twice at once.
+    then runs everything collected (up to ``max_batch_size`` conversations) as one call per
+    distinct sampling setting, in a worker thread so the event loop keeps accepting requests.
+
+    ``max_in_flight`` is how many such calls may run at once. An in-process transformers model is
+    not thread-safe and gets 1: requests that arrive while it is busy form the next batch. llama.cpp's
+    server engine (and a remote OpenAI server) batch concurrent calls step by step themselves, so
+    there a request that arrives mid-batch is sent at once and joins the next decode step
+    (continuous batching) instead of waiting for the whole batch to finish.
 
     Requests that differ only in ``seed`` share a call, seeded with the first one's seed: engines
     seed per batch (HFEngine) and OpenAIEngine sends a distinct seed per request, so grouping by
     seed would leave every seeded request in a batch of one.
     """
 
-    def __init__(self, engine: Engine, max_batch_wait_ms: float = 10.0, max_batch_size: int = 32):
-        if max_batch_size < 1:
-            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
-        self.engine = engine
+    def __init__(self, run: Callable[[list[Conversation], SamplingParams], list[R]], max_batch_wait_ms: float = 10.0,
+                 max_batch_size: int = 32, max_in_flight: int = 1):
+        if max_batch_size < 1 or max_in_flight < 1:
+            raise ValueError(f"max_batch_size and max_in_flight must be >= 1, got {max_batch_size}, {max_in_flight}")
+        self.run = run
         self.max_batch_wait_s = max_batch_wait_ms / 1000
         self.max_batch_size = max_batch_size
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._carry: _Pending | None = None  # taken from the queue, but did not fit the last batch
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._queue: asyncio.Queue[_Pending[R]] = asyncio.Queue()
+        self._carry: _Pending[R] | None = None  # taken from the queue, but did not fit the last batch
         self._task: asyncio.Task[None] | None = None
+        self._calls: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="agentark-micro-batcher")
+        self._task = asyncio.create_task(self._loop(), name="agentark-micro-batcher")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        tasks = [t for t in (self._task, *self._calls) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
             try:
-                await self._task
+                await task
             except asyncio.CancelledError:
                 pass
-            self._task = None
+        self._task = None
         leftovers = [self._carry] if self._carry else []
         while not self._queue.empty():
             leftovers.append(self._queue.get_nowait())
@@ -213,23 +278,30 @@ class MicroBatcher:
                 item.future.set_exception(RuntimeError("server is shutting down"))
         self._carry = None
 
-    async def generate(self, conversations: list[Conversation], sampling: SamplingParams) -> list[Completion]:
-        """A :data:`CompleteFn`: queue the request and wait for its share of a batch."""
+    async def generate(self, conversations: list[Conversation], sampling: SamplingParams) -> list[R]:
+        """Queue the request and wait for its share of a batch."""
         if self._task is None:
             raise RuntimeError("MicroBatcher is not running: start() it (create_app does, in its lifespan)")
-        future: asyncio.Future[list[Completion]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[list[R]] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(_Pending(conversations, sampling, future))
         return await future
 
-    async def _run(self) -> None:
+    async def _loop(self) -> None:
         while True:
-            groups: dict[SamplingParams, list[_Pending]] = {}
+            groups: dict[SamplingParams, list[_Pending[R]]] = {}
             for item in await self._next_batch():
                 groups.setdefault(replace(item.sampling, seed=None), []).append(item)
             for items in groups.values():
-                await self._run_group(items)
+                await self._slots.acquire()  # with max_in_flight 1: the previous call has finished
+                call = asyncio.create_task(self._run_group(items))
+                self._calls.add(call)
+                call.add_done_callback(self._finished)
 
-    async def _next_batch(self) -> list[_Pending]:
+    def _finished(self, call: asyncio.Task[None]) -> None:
+        self._calls.discard(call)
+        self._slots.release()
+
+    async def _next_batch(self) -> list[_Pending[R]]:
         if self._carry is not None:
             first, self._carry = self._carry, None
         else:
@@ -247,15 +319,15 @@ class MicroBatcher:
         # Requests whose client went away meanwhile are not worth generating for.
         return [item for item in batch if not item.future.done()]
 
-    async def _run_group(self, items: list[_Pending]) -> None:
+    async def _run_group(self, items: list[_Pending[R]]) -> None:
         conversations = [c for item in items for c in item.conversations]
-        logger.debug("engine batch: %d requests, %d conversations", len(items), len(conversations))
+        logger.debug("batch: %d requests, %d conversations", len(items), len(conversations))
         try:
-            completions = await asyncio.to_thread(self.engine.generate, conversations, items[0].sampling)
-            if len(completions) != len(conversations):
-                raise RuntimeError(f"engine returned {len(completions)} completions for {len(conversations)} conversations")
+            results = await asyncio.to_thread(self.run, conversations, items[0].sampling)
+            if len(results) != len(conversations):
+                raise RuntimeError(f"{len(results)} results for {len(conversations)} conversations")
         except Exception as exc:
-            logger.exception("engine.generate failed for a batch of %d requests", len(items))
+            logger.exception("a batch of %d requests failed", len(items))
             for item in items:
                 if not item.future.done():
                     item.future.set_exception(exc)
@@ -263,7 +335,7 @@ class MicroBatcher:
         offset = 0
         for item in items:
             if not item.future.done():
-                item.future.set_result(completions[offset : offset + len(item.conversations)])
+                item.future.set_result(results[offset : offset + len(item.conversations)])
             offset += len(item.conversations)
 
 
@@ -320,22 +392,29 @@ class _BodyTooLarge(Exception):
 
 
 def create_app(
-    engine: Engine,
+    system: ServedSystem | Engine,
     api_key: str | None = None,
     served_model_name: str | None = None,
     max_batch_wait_ms: float = 10.0,
     max_batch_size: int = 32,
     limits: RequestLimits | None = None,
 ) -> FastAPI:
-    """Serve ``engine`` as ``served_model_name`` (default: its ``model_id``) on ``/v1``.
+    """Serve ``system`` (an engine is served as a single model) as ``served_model_name`` on ``/v1``.
 
     With ``api_key``, every ``/v1`` route requires ``Authorization: Bearer <api_key>``; ``/health``
     and ``/metrics`` (Prometheus) stay open for load balancers and scrapers. ``limits`` bound each
     request's body, prompt and ``max_tokens``.
     """
+    if not hasattr(system, "answer"):
+        system = SingleModel(system)  # type: ignore[arg-type]
     limits = limits or RequestLimits()
-    model_name = served_model_name or engine.model_id
-    batcher = MicroBatcher(engine, max_batch_wait_ms=max_batch_wait_ms, max_batch_size=max_batch_size)
+    model_name = served_model_name or system.model_id
+    batcher: MicroBatcher[Reply] = MicroBatcher(system.answer, max_batch_wait_ms=max_batch_wait_ms,
+                                                max_batch_size=max_batch_size,
+                                                max_in_flight=max_batch_size if system.thread_safe else 1)
+    # Token by token only where one model answers and its engine streams; otherwise the whole answer
+    # is sent as one chunk when it is ready (a team's answer exists only once the debate ends).
+    streamer = system.engine if isinstance(system, SingleModel) and isinstance(system.engine, StreamingEngine) else None
     created = int(time.time())
 
     @asynccontextmanager
@@ -346,8 +425,8 @@ def create_app(
         finally:
             await batcher.stop()
 
-    app = FastAPI(title="agentark", summary=f"OpenAI-compatible API serving {model_name}", lifespan=lifespan)
-    app.state.engine = engine
+    app = FastAPI(title="agentark", summary=f"OpenAI-compatible API serving {model_name} ({system.name})", lifespan=lifespan)
+    app.state.system = system
     app.state.api_key_required = api_key is not None
     app.state.complete = batcher.generate  # CompleteFn; replace to route requests elsewhere
     _install_error_handlers(app)
@@ -358,7 +437,7 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "model": model_name}
+        return {"status": "ok", "model": model_name, "system": system.name}
 
     @app.get("/metrics")
     async def prometheus() -> Response:
@@ -369,32 +448,104 @@ def create_app(
     async def models() -> dict:
         return {"object": "list", "data": [{"id": model_name, "object": "model", "created": created, "owned_by": "agentark"}]}
 
-    @app.post("/v1/chat/completions", dependencies=auth)
-    async def chat_completions(body: ChatCompletionRequest, request: Request) -> dict:
-        if body.stream:
-            raise APIError(400, "stream=true is not supported by this server; send stream=false", code="unsupported_parameter")
+    def validated(body: ChatCompletionRequest) -> tuple[Conversation, SamplingParams]:
         if body.model != model_name:
             raise APIError(404, f"the model {body.model!r} does not exist; this server serves {model_name!r}",
                            code="model_not_found")
+        if body.n > 1 and not isinstance(system, SingleModel):
+            raise APIError(400, f"n={body.n}: the {system.name} system gives one answer per request; send n=1",
+                           code="unsupported_parameter")
         conversation = body.conversation()
         prompt_chars = sum(len(m["content"]) for m in conversation)
         if prompt_chars > limits.max_prompt_chars:
             raise APIError(400, f"the messages hold {prompt_chars} characters; this server accepts at most "
                            f"{limits.max_prompt_chars}", code="context_length_exceeded")
-        sampling = body.sampling()
+        sampling = body.sampling(system.default_temperature)
         if sampling.max_new_tokens > limits.max_tokens:
             raise APIError(400, f"max_tokens={sampling.max_new_tokens} exceeds this server's limit of "
                            f"{limits.max_tokens}", code="invalid_max_tokens")
-        complete: CompleteFn = request.app.state.complete
+        return conversation, sampling
+
+    async def replies_for(conversations: list[Conversation], sampling: SamplingParams) -> list[Reply]:
+        complete: CompleteFn = app.state.complete
         try:
-            completions = await complete([conversation] * body.n, sampling)
+            replies = await complete(conversations, sampling)
         except APIError:
             raise
+        except EngineRequestError as exc:
+            raise APIError(400, str(exc), code="context_length_exceeded") from exc
         except Exception as exc:
             raise APIError(500, f"generation failed: {type(exc).__name__}: {exc}", type="server_error") from exc
-        response = completion_response(model_name, completions)
-        metrics.record_usage(response["usage"]["prompt_tokens"], response["usage"]["completion_tokens"])
-        return response
+        for reply in replies:
+            metrics.record_reply(reply.route, reply.completion.prompt_tokens, reply.completion.completion_tokens)
+        return replies
+
+    @app.post("/v1/chat/completions", dependencies=auth)
+    async def chat_completions(body: ChatCompletionRequest) -> Response:
+        conversation, sampling = validated(body)
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        if body.stream and streamer is not None and body.n == 1:
+            return await token_stream(conversation, sampling, include_usage)
+        start = time.perf_counter()
+        replies = await replies_for([conversation] * body.n, sampling)
+        headers = {ROUTE_HEADER: replies[0].route}
+        if body.stream:
+            metrics.ttft.observe(time.perf_counter() - start)
+            events = ChunkWriter(model_name).whole([r.completion for r in replies], include_usage)
+            return StreamingResponse(iter(events), media_type="text/event-stream", headers=headers)
+        return JSONResponse(completion_response(model_name, replies), headers=headers)
+
+    async def token_stream(conversation: Conversation, sampling: SamplingParams, include_usage: bool) -> Response:
+        """Tokens as llama.cpp decodes them. The first token is awaited before answering, so a request
+        the engine refuses still gets its 4xx status instead of a broken 200 stream."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        gone = False  # the client disconnected: tell llama.cpp to stop decoding for it
+
+        def sink(text: str) -> bool:
+            loop.call_soon_threadsafe(queue.put_nowait, ("text", text))
+            return gone
+
+        async def produce() -> None:
+            try:
+                completion = await asyncio.to_thread(streamer.stream, conversation, sampling, sink)
+                queue.put_nowait(("done", completion))
+            except Exception as exc:  # delivered to the consumer below
+                queue.put_nowait(("error", exc))
+
+        start = time.perf_counter()
+        producer = asyncio.create_task(produce())
+        kind, value = await queue.get()
+        if kind == "error":
+            if isinstance(value, EngineRequestError):
+                raise APIError(400, str(value), code="context_length_exceeded")
+            raise APIError(500, f"generation failed: {type(value).__name__}: {value}", type="server_error")
+        metrics.ttft.observe(time.perf_counter() - start)
+        writer = ChunkWriter(model_name)
+
+        async def events() -> AsyncIterator[bytes]:
+            nonlocal gone
+            kind_, value_ = kind, value
+            try:
+                yield writer.delta(0, {"role": "assistant", "content": ""})
+                while True:
+                    if kind_ == "text":
+                        yield writer.delta(0, {"content": value_})
+                    elif kind_ == "done":  # after all text: both reach the queue through the loop, in order
+                        metrics.record_reply(SingleModel.name, value_.prompt_tokens, value_.completion_tokens)
+                        yield writer.delta(0, {}, value_.finish_reason)
+                        for event in writer.tail([value_], include_usage):
+                            yield event
+                        return
+                    else:  # failed mid-stream: the status is sent already, so say it in the stream
+                        yield sse({"error": {"message": f"generation failed: {value_}", "type": "server_error"}})
+                        return
+                    kind_, value_ = await queue.get()
+            finally:
+                gone = True
+                await producer
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={ROUTE_HEADER: SingleModel.name})
 
     return app
 

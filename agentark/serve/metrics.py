@@ -1,4 +1,5 @@
-"""Prometheus metrics of one server: requests by route and status, latency, tokens.
+"""Prometheus metrics of one server: requests by route and status, latency, time to first token,
+tokens, and which path answered (the hybrid's fallback share).
 
 Each app gets its own ``CollectorRegistry`` (not the process-global one), so two servers in one
 process (tests, a student and a team side by side) never mix their counts. ``/metrics`` serves it in
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 ROUTES = frozenset({"/v1/chat/completions", "/v1/models", "/health", "/metrics"})
@@ -27,10 +28,21 @@ class ServerMetrics:
                                  buckets=LATENCY_BUCKETS, registry=self.registry)
         self.tokens = Counter("agentark_tokens", "Tokens processed, by kind (prompt or completion).", ["kind"],
                               registry=self.registry)
+        self.ttft = Histogram("agentark_time_to_first_token_seconds", "Time to the first streamed token.",
+                              buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.answers = Counter("agentark_answers", "Answers by the path that gave them (single, debate, "
+                               "self_consistency; the hybrid's student or team).", ["path"], registry=self.registry)
+        self.fallback_share = Gauge("agentark_hybrid_fallback_share", "Share of hybrid answers the team gave.",
+                                    registry=self.registry)
+        self._hybrid = {"student": 0, "team": 0}
 
-    def record_usage(self, prompt_tokens: int, completion_tokens: int) -> None:
+    def record_reply(self, path: str, prompt_tokens: int, completion_tokens: int) -> None:
+        self.answers.labels(path).inc()
         self.tokens.labels("prompt").inc(prompt_tokens)
         self.tokens.labels("completion").inc(completion_tokens)
+        if path in self._hybrid:
+            self._hybrid[path] += 1
+            self.fallback_share.set(self._hybrid["team"] / sum(self._hybrid.values()))
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

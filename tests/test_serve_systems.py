@@ -1,0 +1,132 @@
+"""Serving a team and the hybrid: routing by the student's agreement, billing, headers, metrics.
+
+The engines here answer from a script (what each question gets) so that agreement and fallback are
+known in advance; the multi-agent code, the server and the metrics they run through are the real ones.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+
+import httpx
+import pytest
+from server_utils import running_server
+
+from agentark.engines.base import Completion, Conversation, SamplingParams
+from agentark.mas import Debate, SelfConsistency
+from agentark.serve import create_app
+from agentark.serve.systems import Hybrid, Team, threshold_from_decision
+from agentark.tasks import get_task
+
+
+class ScriptedEngine:
+    """Answers "The answer is N", N picked per question by ``script(question_text, call_number)``."""
+
+    def __init__(self, model_id: str, script):
+        self.model_id, self.script = model_id, script
+        self.conversations: list[Conversation] = []
+        self._calls = itertools.count()
+        self._lock = threading.Lock()
+
+    def generate(self, conversations: list[Conversation], sampling: SamplingParams) -> list[Completion]:
+        with self._lock:
+            self.conversations += conversations
+            numbers = [next(self._calls) for _ in conversations]
+        return [Completion(f"Reasoning. The answer is {self.script(c[0]['content'], n)}.", 11, 7, 0.01)
+                for c, n in zip(conversations, numbers)]
+
+
+def student_script(question: str, n: int) -> int:
+    return 42 if "easy" in question else n % 3  # sure of the easy one, all over the place on the hard one
+
+
+def ask(url: str, question: str, model: str = "student") -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": question}], "max_tokens": 16}
+    return httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30)
+
+
+@pytest.fixture()
+def engines():
+    return ScriptedEngine("student", student_script), ScriptedEngine("team", lambda q, n: 7)
+
+
+def test_hybrid_answers_with_the_student_when_it_agrees_and_with_the_team_otherwise(engines):
+    student, team_engine = engines
+    task = get_task("arithmetic")
+    team = Team(team_engine, Debate(agents=3, rounds=2), task)
+    with running_server(create_app(Hybrid(student, team, task, threshold=0.9, k=3), max_batch_wait_ms=0)) as url:
+        easy, hard = ask(url, "an easy one: 40 + 2?"), ask(url, "a hard one")
+        metrics = httpx.get(f"{url}/metrics").text
+    assert easy.status_code == hard.status_code == 200
+    assert easy.headers["x-agentark-route"] == "student" and hard.headers["x-agentark-route"] == "team"
+    assert easy.json()["agentark"] == {"route": "student", "answer": "42", "confidence": 1.0}
+    assert hard.json()["agentark"]["answer"] == "7" and hard.json()["agentark"]["confidence"] == pytest.approx(1 / 3)
+    assert "The answer is 7" in hard.json()["choices"][0]["message"]["content"]
+    # Billing: the easy query cost 3 student samples; the hard one 3 samples plus the team's 3 agents
+    # (they agree in round 0, so the debate stops there).
+    assert easy.json()["usage"]["completion_tokens"] == 3 * 7
+    assert hard.json()["usage"]["completion_tokens"] == 3 * 7 + 3 * 7
+    assert len(team_engine.conversations) == 3
+    # The client's own message opens every agent's conversation: no task prompt around it.
+    assert all(c[0]["content"] == "a hard one" for c in team_engine.conversations)
+    assert 'agentark_answers_total{path="student"} 1.0' in metrics
+    assert 'agentark_answers_total{path="team"} 1.0' in metrics
+    assert "agentark_hybrid_fallback_share 0.5" in metrics
+
+
+def test_team_system_samples_by_default_and_refuses_n_above_one(engines):
+    _, team_engine = engines
+    seen: list[float] = []
+
+    class Recording(ScriptedEngine):
+        def generate(self, conversations, sampling):
+            seen.append(sampling.temperature)
+            return super().generate(conversations, sampling)
+
+    engine = Recording("team", lambda q, n: 5)
+    team = Team(engine, SelfConsistency(k=4), get_task("arithmetic"))
+    with running_server(create_app(team, max_batch_wait_ms=0)) as url:
+        response = ask(url, "what?", model="team")
+        greedy = httpx.post(f"{url}/v1/chat/completions", timeout=30, json={
+            "model": "team", "messages": [{"role": "user", "content": "what?"}], "temperature": 0})
+        several = httpx.post(f"{url}/v1/chat/completions", timeout=30, json={
+            "model": "team", "messages": [{"role": "user", "content": "what?"}], "n": 2})
+    assert response.status_code == 200 and response.headers["x-agentark-route"] == "self_consistency"
+    assert response.json()["agentark"]["answer"] == "5"
+    assert seen == [0.7, 0.0]  # the voting default, then the request's own temperature
+    assert greedy.status_code == 200
+    assert several.status_code == 400 and "n=1" in several.json()["error"]["message"]
+
+
+def test_streamed_team_answer_arrives_whole_with_its_route(engines):
+    _, team_engine = engines
+    team = Team(team_engine, Debate(agents=2, rounds=2), get_task("arithmetic"))
+    with running_server(create_app(team, max_batch_wait_ms=0)) as url:
+        body = {"model": "team", "messages": [{"role": "user", "content": "q"}], "stream": True}
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=30) as response:
+            assert response.headers["x-agentark-route"] == "debate"
+            events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    text = "".join(json.loads(e)["choices"][0]["delta"].get("content") or "" for e in events[:-1])
+    assert text == "Reasoning. The answer is 7." and events[-1] == "[DONE]"
+
+
+def test_threshold_comes_from_a_pilot_decision(tmp_path):
+    decision = tmp_path / "decision.json"
+    decision.write_text(json.dumps({"outcome": "hybrid", "hybrid": {"threshold": 0.67, "fallback_share": 0.3}}))
+    assert threshold_from_decision(decision) == 0.67
+    decision.write_text('{"outcome": "hybrid", "hybrid": {"threshold": Infinity}}')
+    assert threshold_from_decision(decision) == float("inf")
+    decision.write_text(json.dumps({"outcome": "adopt", "hybrid": None}))
+    with pytest.raises(ValueError, match="no hybrid.threshold.*adopt.*--threshold"):
+        threshold_from_decision(decision)
+    with pytest.raises(ValueError, match="missing.json"):
+        threshold_from_decision(tmp_path / "missing.json")
+
+
+def test_hybrid_needs_several_student_samples(engines):
+    student, team_engine = engines
+    task = get_task("arithmetic")
+    with pytest.raises(ValueError, match="k >= 2"):
+        Hybrid(student, Team(team_engine, Debate(), task), task, threshold=0.5, k=1)

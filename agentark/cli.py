@@ -355,6 +355,9 @@ def loadtest(
     rate: Annotated[Optional[float], typer.Option(help="Open loop: Poisson arrivals per second.")] = None,
     max_tokens: Annotated[int, typer.Option(help="max_tokens of each request.")] = 256,
     stream: Annotated[bool, typer.Option(help="Send stream=true and measure time to first token.")] = False,
+    temperature: Annotated[float, typer.Option(help="Request temperature (greedy for a single model).")] = 0.0,
+    server_temperature: Annotated[bool, typer.Option(help="Send no temperature: the served system's default "
+                                                            "applies (a voting team or the hybrid samples).")] = False,
     duration: Annotated[float, typer.Option(help="Stop sending after this many seconds.")] = 600.0,
     api_key_env: Annotated[str, typer.Option(help="Environment variable holding the server's API key.")] = "AGENTARK_API_KEY",
     out: Annotated[Optional[Path], typer.Option(help="Write the result as JSON here.")] = None,
@@ -373,6 +376,7 @@ def loadtest(
         conversations = [first_prompt(task_, item) for item in task_.items(split, n)]
         result = asyncio.run(run_load(url, model, conversations, n=n, concurrency=concurrency, rate=rate,
                                       max_tokens=max_tokens, stream=stream, max_duration_s=duration,
+                                      temperature=None if server_temperature else temperature,
                                       api_key=os.environ.get(api_key_env)))
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
@@ -383,7 +387,8 @@ def loadtest(
 
     console.print(f"{result.ok}/{result.sent} ok ({100 * result.error_rate:.1f}% errors) at {load} in {result.wall_s:.1f} s: "
                   f"{result.throughput_rps:.2f} req/s; latency p50 {ms(result.latency_p50_s)}, p95 {ms(result.latency_p95_s)}, "
-                  f"p99 {ms(result.latency_p99_s)}; TTFT p50 {ms(result.ttft_p50_s)}")
+                  f"p99 {ms(result.latency_p99_s)}; TTFT p50 {ms(result.ttft_p50_s)}"
+                  + (f"; answered by {result.routes}" if result.routes else ""))
     if out:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(result.model_dump_json(indent=2))
@@ -391,8 +396,17 @@ def loadtest(
 
 @app.command()
 def serve(
-    model: Annotated[Optional[str], typer.Option(help="Model pack, local path (e.g. a student) or hub id.")] = None,
-    engine: Annotated[str, typer.Option(help="Engine: auto (llamacpp on CPU, vllm or hf on a GPU), llamacpp, hf, vllm.")] = "auto",
+    model: Annotated[Optional[str], typer.Option(help="Model pack, local path (e.g. a student) or hub id; the hybrid's student.")] = None,
+    system: Annotated[str, typer.Option(help="What answers: single (the model), self_consistency or debate "
+                                              "(a team of --team-model), hybrid (student first, team below --threshold).")] = "single",
+    team_model: Annotated[Optional[str], typer.Option(help="The team's model (default: --model).")] = None,
+    task: Annotated[str, typer.Option(help="Task whose answer format the team votes on (arithmetic, gsm8k, choice, ...).")] = "gsm8k",
+    agents: Annotated[int, typer.Option(help="Team agents (debate) or samples (self_consistency).")] = 3,
+    rounds: Annotated[int, typer.Option(help="Debate rounds.")] = 2,
+    k: Annotated[int, typer.Option(help="Hybrid: student samples whose agreement is its confidence.")] = 3,
+    threshold: Annotated[Optional[float], typer.Option(help="Hybrid: fall back to the team below this agreement.")] = None,
+    decision: Annotated[Optional[Path], typer.Option(help="Hybrid: a pilot's report/decision.json, whose threshold is used.")] = None,
+    engine: Annotated[str, typer.Option(help="Engine: auto, llamacpp, hf, openai, vllm.")] = "auto",
     engine_option: Annotated[Optional[list[str]], typer.Option("--engine-option", help="Engine option key=value.")] = None,
     host: Annotated[str, typer.Option(help="Bind address; the default keeps the server on this machine.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
@@ -404,20 +418,38 @@ def serve(
     max_prompt_chars: Annotated[int, typer.Option(help="Longer prompts (all messages) get 400.")] = 64_000,
     max_tokens: Annotated[int, typer.Option(help="Larger max_tokens requests get 400.")] = 4096,
 ) -> None:
-    """Serve a model behind an OpenAI-compatible API (/v1/chat/completions, /v1/models)."""
+    """Serve a model, a team or the hybrid behind an OpenAI-compatible API (/v1/chat/completions, /v1/models)."""
     import os
 
     from agentark.engines import get_engine
+    from agentark.mas import get_system
     from agentark.models import DEFAULT_MODEL
     from agentark.serve import RequestLimits, create_app
     from agentark.serve import serve as run_server
+    from agentark.serve.systems import SERVED_SYSTEMS, Hybrid, SingleModel, Team, threshold_from_decision
+    from agentark.tasks import get_task
 
+    if system not in SERVED_SYSTEMS:
+        _fail(f"--system {system!r}: valid systems are {', '.join(SERVED_SYSTEMS)}")
+    if system == "hybrid" and (threshold is None) == (decision is None):
+        _fail("--system hybrid needs exactly one of --threshold and --decision")
     model = model or DEFAULT_MODEL
     api_key = os.environ.get(api_key_env)
+    options = _parse_options(engine_option)
     try:
-        app_ = create_app(get_engine(engine, model, **_parse_options(engine_option)), api_key=api_key,
-                          served_model_name=served_model_name or model, max_batch_wait_ms=max_batch_wait_ms,
-                          max_batch_size=max_batch_size,
+        student = get_engine(engine, model, **options)
+        served = SingleModel(student)
+        if system != "single":
+            team_engine = student if (team_model or model) == model else get_engine(engine, team_model, **options)
+            team_system = ({"agents": agents, "rounds": rounds} if system in ("debate", "hybrid") else {"k": agents})
+            team = Team(team_engine, get_system("self_consistency" if system == "self_consistency" else "debate",
+                                                **team_system), get_task(task))
+            served = team
+            if system == "hybrid":
+                cut = threshold if threshold is not None else threshold_from_decision(decision)  # type: ignore[arg-type]
+                served = Hybrid(student, team, get_task(task), threshold=cut, k=k)
+        app_ = create_app(served, api_key=api_key, served_model_name=served_model_name or model,
+                          max_batch_wait_ms=max_batch_wait_ms, max_batch_size=max_batch_size,
                           limits=RequestLimits(max_body_bytes=max_body_bytes, max_prompt_chars=max_prompt_chars,
                                                max_tokens=max_tokens))
     except (ValueError, RuntimeError, ImportError) as e:

@@ -37,14 +37,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from agentark.engines.base import Completion, Conversation, Engine, EngineRequestError, SamplingParams, StreamingEngine
 from agentark.engines.openai import is_loopback_host
 from agentark.serve.metrics import MetricsMiddleware, ServerMetrics
-from agentark.serve.systems import Reply, ServedSystem, SingleModel
+from agentark.serve.systems import ROUTE_HEADER, Reply, ServedSystem, SingleModel
 
 logger = logging.getLogger(__name__)
 
 CompleteFn = Callable[[list[Conversation], SamplingParams], Awaitable[list[Reply]]]
 """Conversations + sampling -> one reply each, in order: what a chat request is served by."""
 
-ROUTE_HEADER = "X-AgentArk-Route"
 
 DEFAULT_MAX_TOKENS = SamplingParams().max_new_tokens
 MAX_N = 64

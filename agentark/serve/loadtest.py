@@ -15,6 +15,7 @@ import asyncio
 import json
 import random
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from pydantic import BaseModel
 
 from agentark.engines.base import Conversation
 from agentark.evaluate.stats import percentiles
+from agentark.serve.systems import ROUTE_HEADER
 
 
 class LoadResult(BaseModel):
@@ -45,6 +47,7 @@ class LoadResult(BaseModel):
     ttft_p95_s: float | None
     ttft_p99_s: float | None
     completion_tokens: int
+    routes: dict[str, int] = {}  # answers by the server's X-AgentArk-Route header (e.g. hybrid student/team)
 
 
 @dataclass
@@ -53,6 +56,7 @@ class _Outcome:
     latency_s: float
     ttft_s: float | None
     completion_tokens: int
+    route: str | None = None
 
 
 async def _one(client: httpx.AsyncClient, url: str, body: dict) -> _Outcome:
@@ -67,17 +71,19 @@ async def _one(client: httpx.AsyncClient, url: str, body: dict) -> _Outcome:
                 async for line in response.aiter_lines():
                     if not line.startswith("data: ") or line == "data: [DONE]":
                         continue
-                    delta = json.loads(line[6:])["choices"][0].get("delta", {}).get("content")
-                    if delta and ttft is None:
-                        ttft = time.perf_counter() - start
-                    tokens += 1 if delta else 0
-            return _Outcome(True, time.perf_counter() - start, ttft, tokens)
+                    chunk = json.loads(line[6:])
+                    if usage := chunk.get("usage"):
+                        tokens = int(usage.get("completion_tokens", tokens))
+                    for choice in chunk.get("choices") or []:  # the usage chunk has none
+                        if choice.get("delta", {}).get("content") and ttft is None:
+                            ttft = time.perf_counter() - start
+                return _Outcome(True, time.perf_counter() - start, ttft, tokens, response.headers.get(ROUTE_HEADER))
         response = await client.post(url, json=body)
         latency = time.perf_counter() - start
         if response.status_code != 200:
             return _Outcome(False, latency, None, 0)
         usage = response.json().get("usage") or {}
-        return _Outcome(True, latency, latency, int(usage.get("completion_tokens", 0)))
+        return _Outcome(True, latency, latency, int(usage.get("completion_tokens", 0)), response.headers.get(ROUTE_HEADER))
     except (httpx.HTTPError, json.JSONDecodeError, KeyError, IndexError):
         return _Outcome(False, time.perf_counter() - start, None, 0)
 
@@ -91,9 +97,13 @@ def _pct(values: Sequence[float]) -> tuple[float | None, float | None, float | N
 
 async def run_load(base_url: str, model: str, conversations: Sequence[Conversation], *, n: int,
                    concurrency: int | None = None, rate: float | None = None, max_tokens: int = 256,
-                   temperature: float = 0.0, stream: bool = False, max_duration_s: float = 600.0,
+                   temperature: float | None = 0.0, stream: bool = False, max_duration_s: float = 600.0,
                    api_key: str | None = None, timeout_s: float = 300.0, seed: int = 0) -> LoadResult:
-    """Send ``n`` requests (questions cycled in order) to ``base_url``/chat/completions; see the module doc."""
+    """Send ``n`` requests (questions cycled in order) to ``base_url``/chat/completions; see the module doc.
+
+    ``temperature=None`` leaves it out of the requests, so the server's system default applies (a
+    voting team samples); streamed requests ask for the usage chunk, so tokens are counted exactly.
+    """
     if (concurrency is None) == (rate is None):
         raise ValueError("give exactly one of concurrency (closed loop) or rate (Poisson arrivals)")
     if concurrency is not None and concurrency < 1 or rate is not None and rate <= 0 or n < 1:
@@ -102,8 +112,10 @@ async def run_load(base_url: str, model: str, conversations: Sequence[Conversati
         raise ValueError("no questions to send")
     url = base_url.rstrip("/") + "/chat/completions"
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    bodies = [{"model": model, "messages": conversations[i % len(conversations)], "max_tokens": max_tokens,
-               "temperature": temperature, "stream": stream} for i in range(n)]
+    extra = ({} if temperature is None else {"temperature": temperature}) | (
+        {"stream": True, "stream_options": {"include_usage": True}} if stream else {})
+    bodies = [{"model": model, "messages": conversations[i % len(conversations)], "max_tokens": max_tokens, **extra}
+              for i in range(n)]
     deadline = time.perf_counter() + max_duration_s
     outcomes: list[_Outcome] = []
     limits = httpx.Limits(max_connections=max(concurrency or 0, 256))
@@ -139,4 +151,5 @@ async def run_load(base_url: str, model: str, conversations: Sequence[Conversati
         latency_p50_s=lat[0], latency_p95_s=lat[1], latency_p99_s=lat[2],
         ttft_p50_s=ttft[0], ttft_p95_s=ttft[1], ttft_p99_s=ttft[2],
         completion_tokens=sum(o.completion_tokens for o in good),
+        routes=dict(Counter(o.route for o in good if o.route)),
     )

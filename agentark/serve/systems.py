@@ -30,6 +30,8 @@ from agentark.tasks.base import Extraction, Item, Task
 from agentark.traces.schema import QuestionTrace
 
 SERVED_SYSTEMS = ("single", "self_consistency", "debate", "hybrid")
+ROUTE_HEADER = "X-AgentArk-Route"
+"""Response header naming the path that answered (:attr:`Reply.route`)."""
 
 TEAM_TEMPERATURE = 0.7
 """Voting systems sample (identical greedy agents would all agree in round 0) unless a request sets

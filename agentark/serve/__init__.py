@@ -1,5 +1,5 @@
-"""Serve any engine (typically a distilled student) behind an OpenAI-compatible HTTP API."""
+"""Serve a model, a team or the hybrid behind an OpenAI-compatible HTTP API."""
 
-from agentark.serve.app import CompleteFn, MicroBatcher, RequestLimits, create_app, serve
+from agentark.serve.app import CompleteFn, MicroBatcher, RequestLimits, background_server, create_app, serve
 
-__all__ = ["CompleteFn", "MicroBatcher", "RequestLimits", "create_app", "serve"]
+__all__ = ["CompleteFn", "MicroBatcher", "RequestLimits", "background_server", "create_app", "serve"]

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import socket
+import threading
 import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Generic, Literal, TypeVar
 
@@ -560,3 +562,33 @@ def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8000, log_level: st
     if not is_loopback_host(host) and not getattr(app.state, "api_key_required", False):
         logger.warning("serving on %s without an API key: anyone who can reach this port can use the model", host)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+@contextmanager
+def background_server(app: FastAPI, timeout_s: float = 10.0) -> Iterator[str]:
+    """Serve ``app`` on a free loopback port in a background thread until the block exits; yields its
+    base URL (``http://127.0.0.1:PORT``). For notebooks, benchmarks and tests.
+
+    The socket is bound here and handed to uvicorn, so there is no window in which another process
+    could take a port we picked.
+    """
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("the server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout_s)
+        sock.close()

@@ -186,3 +186,13 @@ def test_server_streams_llamacpp_tokens_as_openai_chunks(tiny_qwen):
     assert len(contents) > 1 and "".join(contents) == plain["choices"][0]["message"]["content"]
     assert chunks[-1]["usage"]["completion_tokens"] == 10 and events[-1] == "[DONE]"
     assert too_long.status_code == 400 and "n_ctx_per_seq" in too_long.json()["error"]["message"]
+
+
+def test_stop_strings_end_the_text_where_they_first_appear(engine):
+    sampling = SamplingParams(temperature=0.0, max_new_tokens=16, ignore_eos=True)
+    full = engine.generate([CONVERSATIONS[1]], sampling)[0]
+    stop = full.text[6:9]
+    assert stop.strip(), f"need a visible stop string in {full.text!r}"
+    cut = engine.generate([CONVERSATIONS[1]], SamplingParams(temperature=0.0, max_new_tokens=16, ignore_eos=True, stop=(stop,)))[0]
+    assert cut.text == full.text[: full.text.find(stop)]
+    assert cut.finish_reason == "stop" and cut.completion_tokens < full.completion_tokens

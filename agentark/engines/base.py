@@ -28,6 +28,9 @@ class SamplingParams:
     # Forces exactly max_new_tokens per completion (EOS is ignored). Only benchmarks use it, so that
     # a naive loop and a batched run do the same amount of work.
     ignore_eos: bool = False
+    # Strings that end a completion where they first appear (excluded from the text), as OpenAI's
+    # ``stop``; lm-eval sends its task's ``until`` strings this way.
+    stop: tuple[str, ...] = ()
 
     @property
     def greedy(self) -> bool:

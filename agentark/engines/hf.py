@@ -92,6 +92,8 @@ class HFEngine:
                     done = torch.isin(next_tokens, eos)
                 for row, (index, token) in enumerate(zip(live.tolist(), next_tokens.tolist())):
                     tokens[index].append(token)
+                    if sampling.stop and not done[row]:  # a stop string ends the row like EOS
+                        done[row] = self._stopped(tokens[index], sampling.stop)
                     if done[row]:
                         finish[index] = "stop"
                 if step + 1 == sampling.max_new_tokens or bool(done.all()):
@@ -105,9 +107,15 @@ class HFEngine:
                 logits = self._next_logits(next_tokens.unsqueeze(-1), attention, positions, cache)
         latency = time.perf_counter() - start
         return [
-            Completion(self.tokenizer.decode(toks, skip_special_tokens=True), len(prompt), len(toks), latency, reason)
+            Completion(cut_at_stop(self.tokenizer.decode(toks, skip_special_tokens=True), sampling.stop),
+                       len(prompt), len(toks), latency, reason)
             for prompt, toks, reason in zip(prompts, tokens, finish)
         ]
+
+    def _stopped(self, tokens: list[int], stop: tuple[str, ...]) -> bool:
+        """Does the text end in (or just pass) a stop string? Only the last few tokens are decoded."""
+        tail = self.tokenizer.decode(tokens[-(max(map(len, stop)) + 4):], skip_special_tokens=True)
+        return any(s in tail for s in stop)
 
     def _next_logits(self, input_ids, attention, positions, cache):
         """Logits (float32) of the next token for each row, extending ``cache``."""
@@ -136,3 +144,9 @@ def pick_next_tokens(logits, sampling: SamplingParams, generator=None):
         warpers.append(TopPLogitsWarper(sampling.top_p, min_tokens_to_keep=1))
     probs = torch.softmax(warpers(None, logits.float()), dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
+    """``text`` up to the first stop string, which is not included (OpenAI's ``stop``)."""
+    cuts = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return text[: min(cuts)] if cuts else text

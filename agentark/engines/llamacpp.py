@@ -96,6 +96,8 @@ class LlamaCppEngine:
             "repeat_penalty": 1.0,
             "ignore_eos": sampling.ignore_eos,
         }
+        if sampling.stop:
+            body["stop"] = list(sampling.stop)
         if sampling.seed is not None:
             body["seed"] = (sampling.seed + index) % (2**32 - 1)  # 2**32 - 1 means "random" to llama.cpp
         return body

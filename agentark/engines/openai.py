@@ -169,6 +169,8 @@ class OpenAIEngine:
             # conversations (every agent's first debate turn, self-consistency samples) identical
             # answers. Offsetting by position keeps the batch reproducible and the samples diverse.
             request["seed"] = sampling.seed + index
+        if sampling.stop:
+            request["stop"] = list(sampling.stop)
         if sampling.ignore_eos:
             request["extra_body"] = {"ignore_eos": True}  # vLLM / agentark serve extension
         return request

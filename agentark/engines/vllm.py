@@ -56,6 +56,7 @@ class VLLMEngine:
                 max_tokens=sampling.max_new_tokens,
                 seed=None if sampling.seed is None else sampling.seed + i,
                 ignore_eos=sampling.ignore_eos,
+                stop=list(sampling.stop) or None,
             )
             for i in range(len(conversations))
         ]

@@ -28,7 +28,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
@@ -95,6 +95,7 @@ class ChatCompletionRequest(BaseModel):
     seed: int | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = None  # OpenAI: up to 4 stop strings
     ignore_eos: bool = False  # vLLM extension, sent by OpenAIEngine for benchmarks
 
     def conversation(self) -> Conversation:
@@ -109,6 +110,7 @@ class ChatCompletionRequest(BaseModel):
             max_new_tokens=self.max_completion_tokens or self.max_tokens or DEFAULT_MAX_TOKENS,
             seed=self.seed,
             ignore_eos=self.ignore_eos,
+            stop=tuple(s for s in ([self.stop] if isinstance(self.stop, str) else self.stop or []) if s),
         )
 
 

@@ -64,8 +64,16 @@ class GenerateConfig(StageConfig):
     batch_size: int = Field(32, ge=1, description="Sequences decoded together (hf batch, llamacpp parallel slots).")
     chunk_size: int = Field(16, ge=1, description="Questions per debate batch; traces are saved after each.")
     out: str = "runs/debate"
+    backend: Literal["local", "ray"] = Field("local", description="local: one process; ray: chunks spread over "
+                                             "Ray actors, one engine each (same traces, resumable alike).")
+    workers: int = Field(2, ge=1, description="Ray actors (backend ray).")
+    worker_cpus: float = Field(1.0, gt=0, description="CPUs per Ray actor (its engine's threads).")
+    worker_gpus: float = Field(0.0, ge=0, description="GPUs per Ray actor.")
+    ray_address: str | None = Field(None, description="Ray cluster to join (None: start a local one).")
 
-    operational_fields: ClassVar[frozenset[str]] = frozenset({"n", "batch_size", "chunk_size", "out", "engine_options"})
+    operational_fields: ClassVar[frozenset[str]] = frozenset(
+        {"n", "batch_size", "chunk_size", "out", "engine_options", "backend", "workers", "worker_cpus", "worker_gpus",
+         "ray_address"})
 
     @field_validator("engine")
     @classmethod

@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import logging
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from agentark.config import GenerateConfig
 from agentark.engines import Engine, SamplingParams, close_engine, get_engine, with_batch_size
-from agentark.mas import RunContext, get_system
+from agentark.mas import MultiAgentSystem, RunContext, get_system
 from agentark.tasks import Task, get_task
+from agentark.tasks.base import Item
+from agentark.traces.schema import QuestionTrace
 from agentark.traces.store import TraceStore, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -57,13 +59,30 @@ def chunk_seed(seed: int, item_ids: list[str]) -> int:
     return zlib.crc32(("|".join(item_ids) + f"#{seed}").encode())
 
 
+def run_chunk(config: GenerateConfig, task: Task, system: MultiAgentSystem, engine: Engine,
+              chunk: list[Item]) -> list[QuestionTrace]:
+    """One chunk of questions through the system. Its sampling seed depends only on the run seed and
+    the chunk's ids, so the same chunk gives the same traces in any process (local or a Ray worker)."""
+    sampling = SamplingParams(
+        temperature=config.temperature,
+        top_p=config.top_p,
+        max_new_tokens=config.max_new_tokens,
+        seed=chunk_seed(config.seed, [item.id for item in chunk]),
+    )
+    return system.run(RunContext(task=task, engine=engine, sampling=sampling, config_hash=config.config_hash()), chunk)
+
+
 def generate(
     config: GenerateConfig,
     engine: Engine | None = None,
     task: Task | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> TraceStore:
-    """Run ``config.system`` on the first ``config.n`` questions, appending to ``<out>/traces.jsonl``."""
+    """Run ``config.system`` on the first ``config.n`` questions, appending to ``<out>/traces.jsonl``.
+
+    With ``config.backend == "ray"`` the chunks are spread over Ray actors (``agentark.mas.distributed``);
+    either way only this process writes the store, one finished chunk at a time.
+    """
     task = task or get_task(config.task, **config.task_options)
     system = get_system(config.system, **config.system_options())
     check_run_dir(config)
@@ -71,28 +90,29 @@ def generate(
     items = task.items(config.split, config.n)
     todo = [item for item in items if item.id not in store.done_ids]
     logger.info("%s: %d of %d questions done, %d to go", config.out, len(items) - len(todo), len(items), len(todo))
+    done = len(items) - len(todo)
     if on_progress:
-        on_progress(len(items) - len(todo), len(items))
+        on_progress(done, len(items))
     if not todo:
         return store
-    owned = engine is None
-    engine = engine or get_engine(config.engine, config.model,
-                                  **with_batch_size(config.engine, config.engine_options, config.batch_size))
-    try:
-        for start in range(0, len(todo), config.chunk_size):
-            chunk = todo[start : start + config.chunk_size]
-            sampling = SamplingParams(
-                temperature=config.temperature,
-                top_p=config.top_p,
-                max_new_tokens=config.max_new_tokens,
-                seed=chunk_seed(config.seed, [item.id for item in chunk]),
-            )
-            ctx = RunContext(task=task, engine=engine, sampling=sampling, config_hash=config.config_hash())
-            store.append(system.run(ctx, chunk))
-            if on_progress:
-                on_progress(len(items) - len(todo) + start + len(chunk), len(items))
-    finally:
-        if owned:
-            close_engine(engine)
-    return store
+    chunks = [todo[start : start + config.chunk_size] for start in range(0, len(todo), config.chunk_size)]
+    if config.backend == "ray":
+        from agentark.mas.distributed import run_on_ray
 
+        results: Iterator[list[QuestionTrace]] = run_on_ray(config, chunks)
+        owned = None
+    else:
+        owned = None if engine is not None else get_engine(
+            config.engine, config.model, **with_batch_size(config.engine, config.engine_options, config.batch_size))
+        local = engine or owned
+        results = (run_chunk(config, task, system, local, chunk) for chunk in chunks)
+    try:
+        for traces in results:
+            store.append(traces)
+            done += len(traces)
+            if on_progress:
+                on_progress(done, len(items))
+    finally:
+        if owned is not None:
+            close_engine(owned)
+    return store

@@ -78,6 +78,11 @@ def generate(
     chunk_size: Annotated[int, typer.Option(help="Questions per batch; traces are saved after each.")] = 16,
     summarizer: Annotated[bool, typer.Option(help="Add a summariser agent that decides the final answer.")] = False,
     early_stop: Annotated[bool, typer.Option(help="Stop a question's debate once all agents agree.")] = True,
+    backend: Annotated[str, typer.Option(help="local (one process) or ray (chunks over Ray actors, one engine each).")] = "local",
+    workers: Annotated[int, typer.Option(help="Ray actors (--backend ray).")] = 2,
+    worker_cpus: Annotated[float, typer.Option(help="CPUs per Ray actor.")] = 1.0,
+    worker_gpus: Annotated[float, typer.Option(help="GPUs per Ray actor.")] = 0.0,
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (default: start a local one).")] = None,
     config: Annotated[Optional[Path], typer.Option(help="YAML file with these settings (flags given here override).")] = None,
 ) -> None:
     """Run a multi-agent system over a task's questions and store every agent's every round.
@@ -96,6 +101,7 @@ def generate(
         split=split, task_options=task_options, temperature=temperature, top_p=top_p,
         max_new_tokens=max_new_tokens, seed=seed, engine=engine, engine_options=_parse_options(engine_option),
         batch_size=batch_size, chunk_size=chunk_size, summarizer=summarizer, early_stop=early_stop,
+        backend=backend, workers=workers, worker_cpus=worker_cpus, worker_gpus=worker_gpus, ray_address=ray_address,
     )
     try:
         if config:

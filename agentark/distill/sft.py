@@ -12,6 +12,8 @@ training data and every setting that changes the weights.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -37,6 +39,8 @@ from agentark.traces.store import read_traces
 
 logger = logging.getLogger(__name__)
 
+CHECKPOINT_DIR = "checkpoints"
+
 Progress = Callable[[int, int], None]
 """``progress(step, total_steps)``, called after every optimiser step (e.g. to drive a rich bar)."""
 
@@ -51,7 +55,7 @@ class SFTDistillConfig(StageConfig, LoraSettings):
     # Not part of the fingerprint: where things go, re-run policy, logging, and the traces path (the
     # data hash already covers the trace content, so a moved run directory does not force retraining).
     operational_fields: ClassVar[frozenset[str]] = frozenset(
-        {"out", "force", "traces", "student_run", "report_to", "logging_steps", "activation_checkpointing"}
+        {"out", "force", "traces", "student_run", "report_to", "logging_steps", "activation_checkpointing", "save_steps"}
     )
 
     strategy: Literal["rsft", "da", "sft"] = "rsft"
@@ -68,6 +72,11 @@ class SFTDistillConfig(StageConfig, LoraSettings):
     max_steps: int = Field(-1, description="If > 0, stop after this many optimiser steps (overrides epochs).")
     per_device_train_batch_size: int = Field(8, ge=1)
     gradient_accumulation_steps: int = Field(2, ge=1)
+    effective_batch_size: int | None = Field(
+        None, ge=1, description="Samples per optimiser step over all processes; when set, the accumulation steps "
+        "follow from it and the world size (accelerate launch), so 1 or N processes train alike.")
+    save_steps: int = Field(0, ge=0, description="Checkpoint every this many steps under <out>/checkpoints (0: "
+                            "none); a re-run with the same inputs resumes from the last one.")
     max_length: int = Field(512, ge=16, description="Tokens per sample (prompt + completion); longer ones are cut.")
     seed: int = 0
     activation_checkpointing: bool = Field(False, description="Recompute activations: less memory, ~20% slower.")
@@ -113,6 +122,22 @@ def _progress_callback(progress: Progress):
     return _StepProgress()
 
 
+def world_size() -> int:
+    """Processes training together (``accelerate launch`` / torchrun set ``WORLD_SIZE``)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def accumulation_steps(config: SFTDistillConfig, processes: int) -> int:
+    """Gradient accumulation that keeps ``effective_batch_size`` on ``processes`` processes."""
+    if config.effective_batch_size is None:
+        return config.gradient_accumulation_steps
+    per_step = config.per_device_train_batch_size * processes
+    if config.effective_batch_size % per_step:
+        raise ValueError(f"effective_batch_size={config.effective_batch_size} is not a multiple of "
+                         f"per_device_train_batch_size x processes = {config.per_device_train_batch_size} x {processes}")
+    return config.effective_batch_size // per_step
+
+
 def build_trainer(config: SFTDistillConfig, dataset: Any, tokenizer: Any, progress: Progress | None = None):
     """The TRL ``SFTTrainer`` for ``config`` on ``dataset``, ready to ``train()``.
 
@@ -127,13 +152,14 @@ def build_trainer(config: SFTDistillConfig, dataset: Any, tokenizer: Any, progre
     dtype, device = training_dtype_device()
     model = AutoModelForCausalLM.from_pretrained(resolve_model(config.model), dtype=dtype, use_safetensors=True)
     args = SFTConfig(
-        output_dir=config.out,  # Trainer creates it; nothing else is written there (save_strategy="no")
-        save_strategy="no",
+        output_dir=str(Path(config.out) / CHECKPOINT_DIR),
+        save_strategy="steps" if config.save_steps else "no",
+        save_steps=config.save_steps or 500,
         learning_rate=config.learning_rate,
         num_train_epochs=config.num_train_epochs,
         max_steps=config.max_steps,
         per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        gradient_accumulation_steps=accumulation_steps(config, world_size()),
         max_length=config.max_length,
         completion_only_loss=True,
         seed=config.seed,
@@ -176,6 +202,25 @@ def _versions() -> dict[str, str]:
             "peft": peft.__version__}
 
 
+def claim_checkpoints(out: Path, fp: str) -> None:
+    """Keep ``<out>/checkpoints`` only if an interrupted run with the same fingerprint wrote them
+    (resuming another run's checkpoints would mix two runs), and stamp it with this one's."""
+    folder, stamp = out / CHECKPOINT_DIR, out / CHECKPOINT_DIR / "fingerprint"
+    if folder.is_dir() and (not stamp.exists() or stamp.read_text() != fp):
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fp)
+
+
+def last_checkpoint(out: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(out / CHECKPOINT_DIR)) if (out / CHECKPOINT_DIR).is_dir() else None
+    if last:
+        logger.info("resuming from %s", last)
+    return last
+
+
 def train_sft(config: SFTDistillConfig, progress: Progress | None = None) -> Path:
     """Distil ``config.traces`` into a student at ``config.out``; returns that directory.
 
@@ -195,11 +240,20 @@ def train_sft(config: SFTDistillConfig, progress: Progress | None = None) -> Pat
     stats = dataset_stats(samples, tokenizer)
     logger.info("distilling %s: %d samples from %d of %d questions (%.0f%% corrective)", config.strategy,
                 stats["samples"], stats["questions"], len(traces), 100 * stats["corrective_share"])
-    clear_manifest(out)
     trainer = build_trainer(config, dataset, tokenizer, progress)
+    main = trainer.is_world_process_zero()  # under accelerate launch, one process writes
+    if main:
+        clear_manifest(out)
+        claim_checkpoints(out, fp)
+    trainer.accelerator.wait_for_everyone()
     check_cut_samples(trainer.train_dataset, len(samples), config.max_length)
-    result = trainer.train()
+    resumed_from = last_checkpoint(out)
+    result = trainer.train(resume_from_checkpoint=resumed_from)
+    trainer.accelerator.wait_for_everyone()
+    if not main:
+        return out
     save_student(trainer.model, tokenizer, out, merge=True)
+    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # the student is complete: checkpoints are spent
     write_manifest(out, {
         "fingerprint": fp,
         "strategy": config.strategy,
@@ -210,7 +264,9 @@ def train_sft(config: SFTDistillConfig, progress: Progress | None = None) -> Pat
         "config": config.model_dump(),
         "dataset": stats,
         "train": {"loss_curve": loss_curve(trainer.state.log_history), "metrics": result.metrics,
-                  "global_step": trainer.state.global_step},
+                  "global_step": trainer.state.global_step, "resumed_from": resumed_from, "processes": world_size(),
+                  "effective_batch_size": config.per_device_train_batch_size * world_size()
+                  * accumulation_steps(config, world_size())},
         "versions": _versions(),
     })
     logger.info("student saved to %s (final train loss %.4f)", out, result.training_loss)

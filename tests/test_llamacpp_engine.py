@@ -196,3 +196,37 @@ def test_stop_strings_end_the_text_where_they_first_appear(engine):
     cut = engine.generate([CONVERSATIONS[1]], SamplingParams(temperature=0.0, max_new_tokens=16, ignore_eos=True, stop=(stop,)))[0]
     assert cut.text == full.text[: full.text.find(stop)]
     assert cut.finish_reason == "stop" and cut.completion_tokens < full.completion_tokens
+
+
+def test_a_client_that_leaves_mid_stream_frees_its_slot(tiny_qwen):
+    import httpx
+    from server_utils import running_server
+
+    from agentark.serve import create_app
+
+    class Recording:
+        """The llamacpp engine, keeping what each stream really generated."""
+
+        def __init__(self, engine):
+            self.engine, self.model_id, self.thread_safe, self.streamed = engine, "tiny", True, []
+
+        def generate(self, conversations, sampling):
+            return self.engine.generate(conversations, sampling)
+
+        def stream(self, conversation, sampling, sink):
+            completion = self.engine.stream(conversation, sampling, sink)
+            self.streamed.append(completion)
+            return completion
+
+    engine = Recording(get_engine("llamacpp", tiny_qwen, n_parallel=1, n_ctx_per_seq=1024))
+    body = {"model": "tiny", "messages": CONVERSATIONS[0], "temperature": 0, "max_tokens": 800, "ignore_eos": True,
+            "stream": True}
+    with running_server(create_app(engine, max_batch_wait_ms=0)) as url:
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=60) as response:
+            lines = response.iter_lines()
+            for _ in range(3):
+                next(lines)
+        # The only slot is free again: the next request is answered, and the first stopped early.
+        after = httpx.post(f"{url}/v1/chat/completions", timeout=60, json={**body, "stream": False, "max_tokens": 4})
+    assert after.status_code == 200
+    assert len(engine.streamed) == 1 and engine.streamed[0].completion_tokens < 800

@@ -130,3 +130,66 @@ def test_hybrid_needs_several_student_samples(engines):
     task = get_task("arithmetic")
     with pytest.raises(ValueError, match="k >= 2"):
         Hybrid(student, Team(team_engine, Debate(), task), task, threshold=0.5, k=1)
+
+
+def test_a_failing_fallback_answers_with_the_student_and_says_so(engines):
+    student, _ = engines
+
+    class DownTeam(ScriptedEngine):
+        def generate(self, conversations, sampling):
+            raise ConnectionError("team server unreachable")
+
+    task = get_task("arithmetic")
+    hybrid = Hybrid(student, Team(DownTeam("team", None), Debate(), task), task, threshold=0.9)
+    with running_server(create_app(hybrid, max_batch_wait_ms=0)) as url:
+        response = ask(url, "a hard one")
+    assert response.status_code == 200 and response.headers["x-agentark-route"] == "student"
+    assert "team server unreachable" in response.json()["agentark"]["fallback_error"]
+
+
+@pytest.fixture(scope="module")
+def tiny_engine(tiny_model_dir):
+    from agentark.engines.hf import HFEngine
+
+    return HFEngine.from_pretrained(str(tiny_model_dir), batch_size=16)
+
+
+@pytest.mark.parametrize("system", ["single", "self_consistency", "debate", "hybrid"])
+def test_openai_client_against_every_system(tiny_engine, system):
+    """The official client, plain and streaming, on a real (tiny, random) model behind each system."""
+    from openai import OpenAI
+
+    from agentark.mas import get_system
+    from agentark.serve.systems import SingleModel
+
+    task = get_task("arithmetic")
+    team = Team(tiny_engine, get_system("self_consistency" if system == "self_consistency" else "debate"), task)
+    served = {"single": SingleModel(tiny_engine), "self_consistency": team, "debate": team,
+              "hybrid": Hybrid(tiny_engine, team, task, threshold=0.5)}[system]
+    with running_server(create_app(served, api_key="k", served_model_name="m", max_batch_wait_ms=5)) as url:
+        client = OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
+        messages = [{"role": "user", "content": "What is 2 + 3?"}]
+        plain = client.chat.completions.with_raw_response.create(model="m", messages=messages, max_tokens=6)
+        chunks = list(client.chat.completions.create(model="m", messages=messages, max_tokens=6, stream=True,
+                                                     stream_options={"include_usage": True}))
+    route = plain.headers["x-agentark-route"]
+    assert route == system or (system == "hybrid" and route in ("student", "team"))
+    completion = plain.parse()
+    assert completion.choices[0].message.role == "assistant" and completion.usage.completion_tokens > 0
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    assert isinstance("".join(c.choices[0].delta.content or "" for c in chunks if c.choices), str)
+
+
+def test_two_hundred_requests_fifty_in_flight_all_complete(tiny_engine):
+    import asyncio
+
+    from agentark.serve.loadtest import run_load
+
+    with running_server(create_app(tiny_engine, served_model_name="m", max_batch_wait_ms=5)) as url:
+        result = asyncio.run(run_load(f"{url}/v1", "m", [[{"role": "user", "content": f"Count to {i}."}] for i in range(20)],
+                                      n=200, concurrency=64, max_tokens=4, timeout_s=120))
+        metrics = httpx.get(f"{url}/metrics").text
+    assert result.sent == result.ok == 200 and result.errors == 0
+    assert 0 < result.completion_tokens <= 200 * 4
+    assert 'agentark_requests_total{route="/v1/chat/completions",status="200"} 200.0' in metrics
+    assert 'agentark_answers_total{path="single"} 200.0' in metrics

@@ -125,7 +125,10 @@ def usage(completions: list[Completion]) -> dict[str, int]:
 def route_info(replies: list[Reply]) -> dict[str, Any]:
     """The ``agentark`` field of a response: which path answered, and what it concluded."""
     first = replies[0]
-    return {"route": first.route, "answer": first.answer, "confidence": first.confidence}
+    info = {"route": first.route, "answer": first.answer, "confidence": first.confidence}
+    if first.fallback_error is not None:
+        info["fallback_error"] = first.fallback_error
+    return info
 
 
 def completion_response(model: str, replies: list[Reply]) -> dict:

@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -28,6 +29,8 @@ from agentark.mas import MultiAgentSystem, RunContext, SelfConsistency
 from agentark.mas.base import SERVED_CONVERSATION
 from agentark.tasks.base import Extraction, Item, Task
 from agentark.traces.schema import QuestionTrace
+
+logger = logging.getLogger(__name__)
 
 SERVED_SYSTEMS = ("single", "self_consistency", "debate", "hybrid")
 ROUTE_HEADER = "X-AgentArk-Route"
@@ -52,6 +55,7 @@ class Reply:
     route: str
     answer: str | None = None
     confidence: float | None = None
+    fallback_error: str | None = None  # the hybrid's team failed: this is the student's answer instead
 
 
 class ServedSystem(Protocol):
@@ -173,7 +177,16 @@ class Hybrid:
                 replies.append(None)
                 fallback.append(i)
         if fallback:
-            for i, team_trace in zip(fallback, self.team.traces([conversations[i] for i in fallback], sampling)):
+            try:
+                team_traces = self.team.traces([conversations[i] for i in fallback], sampling)
+            except Exception as exc:  # the team is down or refused: the student's answer beats an error
+                logger.exception("hybrid fallback failed for %d requests; answering with the student", len(fallback))
+                error = f"{type(exc).__name__}: {exc}"
+                for i in fallback:
+                    reply = reply_from_trace(traces[i], "student", confidence[traces[i].item_id])
+                    replies[i] = replace(reply, fallback_error=error)
+                return replies  # type: ignore[return-value]
+            for i, team_trace in zip(fallback, team_traces):
                 student = traces[i]
                 spent = (sum(t.prompt_tokens for t in student.turns), sum(t.completion_tokens for t in student.turns))
                 replies[i] = reply_from_trace(team_trace, "team", confidence[student.item_id], spent)

@@ -374,7 +374,7 @@ def loadtest(
     import os
 
     from agentark.mas.base import first_prompt
-    from agentark.serve.loadtest import run_load
+    from agentark.serve.loadtest import load_label, run_load
     from agentark.tasks import get_task
 
     try:
@@ -386,7 +386,7 @@ def loadtest(
                                       api_key=os.environ.get(api_key_env)))
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
-    load = f"concurrency {concurrency}" if concurrency else f"Poisson {rate}/s"
+    load = load_label(concurrency, rate)
 
     def ms(x: float | None) -> str:
         return "—" if x is None else f"{1000 * x:.0f} ms"

@@ -9,13 +9,17 @@
    self-consistency vote and the debate on the teacher, each student; then each student on perturbed
    items (robustness), base and students on an optional out-of-distribution task and in the two-turn
    self-review probe, and the gate's student sampled ``hybrid_k`` times (its confidence for routing);
-4. **report** — the rollout gate (best student vs. the debate) and ``report.md`` / ``report.html``.
+4. **serve** — the gate's student, the debate and (where the gate found a router) the hybrid, each
+   served in turn over HTTP on this machine and load-tested at ``serve``'s load: the latency gates
+   read these, not the offline batches (whose timings are reported as throughput only);
+5. **report** — the rollout gate (best student vs. the debate) and ``report.md`` / ``report.html``.
 
 Layout of the run root ``out``::
 
     traces/               teacher debate traces (generate's own resumable store)
     students/<strategy>/  distilled students (train_sft / train_pad manifests); students/prm/: PAD's PRM
     eval/<system>/        traces.jsonl of one evaluated system + stage.json (fingerprint, wall time)
+    served/               stage.json with each served system's latency (p50/p95/p99, TTFT, load)
     report/               report.md, report.html, plots, decision.json, summary.json
 
 Caching: every stage directory holds a ``stage.json`` written by :func:`run_stage`, with a
@@ -33,6 +37,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import math
 import shutil
 import sys
 import time
@@ -66,10 +71,14 @@ from agentark.evaluate import (
     robustness_table,
     sc_k_for_budget,
 )
-from agentark.gate import Decision, GateConfig, agreement_confidence, decide, plan_hybrid, write_report
+from agentark.gate import (Decision, GateConfig, HybridEstimate, ServedLatency, agreement_confidence, decide,
+                           plan_hybrid, write_report)
 from agentark.mas import MultiAgentSystem, RunContext, get_system
+from agentark.mas.base import first_prompt
 from agentark.mas.generate import chunk_seed, generate
 from agentark.models.packs import DEFAULT_MODEL
+from agentark.serve.loadtest import load_label, measure_served
+from agentark.serve.systems import Hybrid, SingleModel, Team
 from agentark.tasks import TASK_NAMES, Item, Task, get_task
 from agentark.traces.schema import QuestionTrace
 from agentark.traces.store import TRACES_FILE, TraceStore, read_traces, write_json_atomic
@@ -127,7 +136,10 @@ class EvaluateSettings(_Section):
 
     n_eval: int = Field(50, ge=1, description="Held-out questions every system answers (the first n).")
     max_new_tokens: int = Field(256, ge=1)
-    temperature: float = Field(0.7, ge=0.0, description="One decoding for all systems; voting needs > 0.")
+    temperature: float = Field(0.7, gt=0.0, description="Voting systems (debate, self-consistency, the hybrid's "
+                               "confidence samples) sample at this temperature: identical greedy voters agree.")
+    single_temperature: float = Field(0.0, ge=0.0, description="Single models (base, students, review probe): "
+                                      "greedy by default, as single-model benchmarks are run.")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int = 0
     chunk_size: int = Field(16, ge=1, description="Questions per batch; traces are saved after each.")
@@ -156,6 +168,23 @@ class EvaluateSettings(_Section):
         return self
 
 
+class ServeSettings(_Section):
+    """Latency as users see it: the gate's student, the team and the hybrid, each served in turn on this
+    machine (``agentark serve``) and measured over HTTP (``agentark loadtest``) at one stated load."""
+
+    enabled: bool = Field(True, description="Off: the latency gates read the offline estimate (and say so).")
+    requests: int = Field(16, ge=1, description="Requests per system (the first held-out questions, cycled).")
+    concurrency: int | None = Field(2, ge=1, description="Closed loop: requests in flight.")
+    rate: float | None = Field(None, gt=0.0, description="Open loop: Poisson arrivals per second (set concurrency "
+                               "to null).")
+
+    @model_validator(mode="after")
+    def _one_load(self) -> ServeSettings:
+        if (self.concurrency is None) == (self.rate is None):
+            raise ValueError("serve: give exactly one of concurrency (closed loop) and rate (Poisson arrivals)")
+        return self
+
+
 class PipelineConfig(StageConfig):
     """``agentark run pipeline.yaml``: every setting of a pilot, from the debate to the gate."""
 
@@ -177,6 +206,7 @@ class PipelineConfig(StageConfig):
         default_factory=dict, description="Per strategy, SFTDistillConfig / PADConfig settings.")
     gate_student: Strategy | None = Field(None, description="Student the gate judges; default: the most accurate.")
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
     pricing: Pricing = Field(default_factory=Pricing)
     gate: GateConfig = Field(default_factory=GateConfig)
     title: str = "AgentArk pilot report"
@@ -577,10 +607,14 @@ class _Pipeline:
         return stable_hash({
             "system": job.identity, "model": job.model_identity, "task": job.task_identity,
             "items": _items_hash(job.items),
-            "sampling": {"temperature": s.temperature, "top_p": s.top_p, "max_new_tokens": s.max_new_tokens,
-                         "seed": s.seed},
+            "sampling": {"temperature": self.temperature_of(job.system), "top_p": s.top_p,
+                         "max_new_tokens": s.max_new_tokens, "seed": s.seed},
             "engine": kind, "engine_options": options, "chunk_size": s.chunk_size,
         })
+
+    def temperature_of(self, system: MultiAgentSystem) -> float:
+        """Single models decode greedily (``single_temperature``); systems that vote sample."""
+        return self.settings.temperature if system.n_agents > 1 else self.settings.single_temperature
 
     def run_job(self, job: EvalJob) -> Evaluated:
         fingerprint = self._eval_fingerprint(job)
@@ -599,7 +633,8 @@ class _Pipeline:
         engine = self.config.engine_for(job.role)
         for start in range(0, len(todo), s.chunk_size):
             chunk = todo[start : start + s.chunk_size]
-            sampling = SamplingParams(temperature=s.temperature, top_p=s.top_p, max_new_tokens=s.max_new_tokens,
+            sampling = SamplingParams(temperature=self.temperature_of(job.system), top_p=s.top_p,
+                                      max_new_tokens=s.max_new_tokens,
                                       seed=chunk_seed(s.seed, [item.id for item in chunk]))
             ctx = RunContext(task=job.task, engine=self.engines.get(job.model, *engine), sampling=sampling,
                              config_hash=fingerprint)
@@ -612,35 +647,92 @@ class _Pipeline:
 
     # 4. gate + report
 
-    def report(self, ev: Evaluations, skipped: dict[str, str]) -> StageRecord:
+    def hybrid_plan(self, ev: Evaluations) -> HybridEstimate | None:
+        """The router the gate would recommend (from the student's confidence samples), if any."""
+        c = self.config
+        if ev.confidence is None:
+            return None
+        student, mas = ev.clean[ev.gate_student].result(c.pricing), ev.clean[MAS].result(c.pricing)
+        confidence = ev.confidence.result(c.pricing)
+        return plan_hybrid(student.metrics, mas.metrics, agreement_confidence(confidence.traces), c.gate,
+                           student_cost_per_query=confidence.metrics.cost_per_1k_usd / 1000.0)
+
+    def report(self, ev: Evaluations, skipped: dict[str, str], served: StageRecord | None) -> StageRecord:
         c = self.config
         fingerprint = stable_hash({
             "evaluations": {e.name: e.fingerprint for e in ev.all()}, "gate_student": ev.gate_student,
             "skipped": skipped, "pricing": c.pricing.model_dump(), "gate": c.gate.model_dump(), "title": c.title,
+            "served": served.fingerprint if served else None,
         })
-        return self.stage("report", fingerprint, c.root / "report", partial(self._report, ev, skipped))
+        latencies = {name: ServedLatency.model_validate(v) for name, v in (served.result["served"] if served else {}).items()}
+        return self.stage("report", fingerprint, c.root / "report", partial(self._report, ev, skipped, latencies))
 
-    def _report(self, ev: Evaluations, skipped: dict[str, str]) -> dict[str, Any]:
+    def _report(self, ev: Evaluations, skipped: dict[str, str], served: dict[str, ServedLatency]) -> dict[str, Any]:
         c, out = self.config, self.config.root / "report"
         self.emit("report", "gating", 0, None)
         results = {name: e.result(c.pricing) for name, e in ev.clean.items()}
         robustness = {name: robustness_table(results[name].traces, e.traces()) for name, e in ev.perturbed.items()}
         student, mas = results[ev.gate_student].metrics, results[MAS].metrics
-        hybrid = None
-        if ev.confidence is not None:
-            confidence = ev.confidence.result(c.pricing)
-            hybrid = plan_hybrid(student, mas, agreement_confidence(confidence.traces), c.gate,
-                                 student_cost_per_query=confidence.metrics.cost_per_1k_usd / 1000.0)
-        decision = decide(student, mas, robustness.get(ev.gate_student), c.gate, hybrid)
+        hybrid = self.hybrid_plan(ev)
+        decision = decide(student, mas, robustness.get(ev.gate_student), c.gate, hybrid, served=served)
         ood = {name: e.result(c.pricing) for name, e in ev.ood.items()}
         review = {name: review_metrics(e.traces()) for name, e in ev.review.items()}
+        s = self.settings
+        decoding = (f"Decoding: single models (base, students) at temperature {s.single_temperature:g}"
+                    f"{' (greedy)' if s.single_temperature == 0 else ''}; voting systems (debate, self-consistency, "
+                    f"the hybrid's confidence samples) sampled at {s.temperature:g}.")
         files = write_report(out, list(results.values()), decision, robustness or None, title=c.title,
-                             ood=ood, review=review)
+                             ood=ood, review=review, decoding=decoding)
         decision_json = json.loads(decision.model_dump_json())
         write_json_atomic(out / DECISION_FILE, decision_json)
         write_json_atomic(out / SUMMARY_FILE, self._summary(ev, results, robustness, ood, review, decision, skipped))
         logger.info("gate: %s", decision.summary)
         return {"decision": decision_json, "files": sorted([*files, DECISION_FILE, SUMMARY_FILE])}
+
+    def serve(self, ev: Evaluations) -> StageRecord | None:
+        """The serve stage: student, team and (where the gate found a router) the hybrid, served one
+        after the other and load-tested; cached like every stage by what decides the numbers."""
+        c, s = self.config, self.settings
+        if not c.serve.enabled:
+            return None
+        hybrid = self.hybrid_plan(ev)
+        student = {student_name(x): str(c.student_dir(x)) for x in c.strategies}[ev.gate_student]
+        threshold = hybrid.threshold if hybrid is not None and math.isfinite(hybrid.threshold) else None
+        fingerprint = stable_hash({
+            "student": ev.clean[ev.gate_student].fingerprint, "team": ev.clean[MAS].fingerprint,
+            "threshold": threshold, "hybrid_k": s.hybrid_k, "serve": c.serve.model_dump(),
+            "sampling": {"single": s.single_temperature, "voting": s.temperature, "max_new_tokens": s.max_new_tokens},
+            "engines": [c.engine_for("student"), c.engine_for("teacher")],
+        })
+        return self.stage("serve", fingerprint, c.root / "served", partial(self._serve, ev.gate_student, student, threshold))
+
+    def _serve(self, student_name: str, student_model: str, threshold: float | None) -> dict[str, Any]:
+        c, s, load = self.config, self.settings, self.config.serve
+        conversations = [first_prompt(self.task, item) for item in self.task.items("held-out", load.requests)]
+        (student_kind, student_options), (teacher_kind, teacher_options) = c.engine_for("student"), c.engine_for("teacher")
+        student_engine = get_engine(student_kind, student_model, **student_options)
+        teacher_engine = get_engine(teacher_kind, c.teacher, **teacher_options)
+        team = Team(teacher_engine, get_system(MAS, **c.generate_config().system_options()), self.task)
+        systems: list[tuple[str, Any, float]] = [(student_name, SingleModel(student_engine), s.single_temperature),
+                                                 (MAS, team, s.temperature)]
+        if threshold is not None and s.hybrid_k >= 2:
+            systems.append(("hybrid", Hybrid(student_engine, team, self.task, threshold, k=s.hybrid_k), s.temperature))
+        served = {}
+        try:
+            for i, (name, system, temperature) in enumerate(systems):
+                self.emit("serve", f"load-testing {name}", i, len(systems))
+                result = measure_served(system, conversations, n=load.requests, concurrency=load.concurrency,
+                                        rate=load.rate, max_tokens=s.max_new_tokens, temperature=temperature)
+                served[name] = ServedLatency(
+                    system=name, load=load_label(load.concurrency, load.rate), requests=result.sent,
+                    errors=result.errors, p50_s=result.latency_p50_s, p95_s=result.latency_p95_s,
+                    p99_s=result.latency_p99_s, ttft_p50_s=result.ttft_p50_s, throughput_rps=result.throughput_rps,
+                    routes=result.routes).model_dump()
+        finally:
+            close_engine(student_engine)
+            close_engine(teacher_engine)
+            free_memory()
+        return {"served": served}
 
     def _summary(self, ev: Evaluations, results: dict[str, EvalResult], robustness: dict[str, RobustnessTable],
                  ood: dict[str, EvalResult], review: dict[str, dict[str, Any]], decision: Decision,
@@ -676,7 +768,7 @@ def run_pipeline(config: PipelineConfig, on_event: EventCallback | None = None) 
     if not students:
         raise PipelineError("no strategy produced a student: " + "; ".join(f"{s}: {r}" for s, r in skipped.items()))
     evaluations = run.evaluate(students)
-    report = run.report(evaluations, skipped)
+    report = run.report(evaluations, skipped, run.serve(evaluations))
     return {
         "out": str(config.root),
         "traces": str(config.traces_dir / TRACES_FILE),

@@ -69,6 +69,11 @@ def test_first_run_writes_report_and_a_decision(first_run):
     assert summary["self_consistency_k"] == 2 and set(summary["review"]) == {"base", "student-sft"}
     assert ("generate", "debating", 4, 4) in events and ("eval:debate", "evaluating", 4, 4) in events
     assert events[-1] == ("report", "done", 1, 1)
+    # Latency gates read the served measurement (student and team each load-tested over HTTP).
+    served = json.loads((out / "served" / "stage.json").read_text())["result"]["served"]
+    assert {"student-sft", "debate"} <= set(served) and all(v["requests"] == 16 and v["errors"] == 0 for v in served.values())
+    assert all("served, concurrency 2" in g["reason"] for g in decision["gates"] if g["name"].startswith("latency"))
+    assert "## Served latency" in (out / "report" / "report.md").read_text()
 
 
 def test_second_run_skips_every_stage(first_run, copied_run, tiny_model_dir, monkeypatch):
@@ -90,7 +95,7 @@ def test_changed_sc_k_reruns_only_self_consistency_and_report(copied_run, tiny_m
 
 def test_changed_n_eval_reruns_evaluation_but_not_generation_or_training(copied_run, tiny_model_dir):
     result = run_pipeline(make_config(copied_run, tiny_model_dir, n_eval=2))
-    assert ran(result) == {s for s in result["stages"] if s.startswith("eval:")} | {"report"}
+    assert ran(result) == {s for s in result["stages"] if s.startswith("eval:")} | {"serve", "report"}
     assert {"generate", "distill:sft", "distill:rsft"} <= set(result["stages"]) - ran(result)
     assert len((copied_run / "eval" / "debate" / "traces.jsonl").read_text().splitlines()) == 2
 

@@ -8,7 +8,7 @@ from trace_factory import make_trace, single_traces
 
 from agentark.evaluate.metrics import compute_metrics
 from agentark.evaluate.robustness import robustness_table
-from agentark.gate.decide import decide
+from agentark.gate.decide import GateConfig, ServedLatency, decide
 from agentark.gate.report import write_report
 
 
@@ -40,25 +40,33 @@ def test_report_files_and_html(tmp_path):
     student = compute_metrics(student_traces, wall_time_s=5.0, name="student<script>")
     perturbed = [t.model_copy(update={"item_id": f"{t.item_id}~add_distractor"}) for t in single_traces([True, False] * 3)]
     robustness = {student.name: robustness_table(student_traces, perturbed)}
-    decision = decide(student, debate, robustness[student.name])
+    served = {"student<script>": ServedLatency(system="student<script>", load="concurrency 2", requests=8, errors=0,
+                                               p50_s=0.5, p95_s=0.9, p99_s=1.0, throughput_rps=3.0),
+              "debate": ServedLatency(system="debate", load="concurrency 2", requests=8, errors=1, p50_s=2.0,
+                                      p95_s=3.0, p99_s=3.5, throughput_rps=0.8)}
+    decision = decide(student, debate, robustness[student.name], GateConfig(p95_latency_s=0.8), served=served)
+    assert [g.status for g in decision.gates if g.name == "latency_p95"] == ["fail"]  # served 0.9 s > 0.8 s
+    assert "served, concurrency 2" in decision.gates[1].reason
 
-    paths = write_report(tmp_path / "report", [student, debate], decision, robustness)
+    paths = write_report(tmp_path / "report", [student, debate], decision, robustness,
+                         decoding="Single models greedy; voting systems sampled at T=0.7.")
 
-    assert set(paths) == {"report.md", "report.html", "pareto.png", "latency_cdf.png", "robustness.png", "rounds.png"}
-    for name in ("pareto.png", "latency_cdf.png", "robustness.png", "rounds.png"):
+    assert set(paths) == {"report.md", "report.html", "pareto.png", "robustness.png", "rounds.png"}
+    for name in ("pareto.png", "robustness.png", "rounds.png"):
         assert paths[name].read_bytes().startswith(b"\x89PNG")
     page = Collector()
     page.feed(paths["report.html"].read_text())
     page.close()
     assert not page.stack
-    assert len(page.images) == 4 and all(src.startswith("data:image/png;base64,") for src in page.images)
+    assert len(page.images) == 3 and all(src.startswith("data:image/png;base64,") for src in page.images)
     assert page.headings[1] == f"Decision: {decision.outcome}"  # right after the title
     text = "".join(page.text)
     assert decision.outcome in text and decision.gates[0].reason in text
     assert "student<script>" in text and "<script>" not in paths["report.html"].read_text()
     md = paths["report.md"].read_text()
     assert md.index(f"## Decision: {decision.outcome}") < md.index("## Systems")
-    assert "![Latency](latency_cdf.png)" in md and "| accuracy |" in md
+    assert "## Served latency" in md and "Distilled p50 0.50 s vs team p50 2.00 s (4.0x faster) at concurrency 2" in md
+    assert "voting systems sampled" in md and "offline batch q/s" in md and "p95 s" not in md.split("## Served")[0]
 
 
 def test_report_has_ood_and_self_review_sections_when_given(tmp_path):

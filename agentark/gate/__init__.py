@@ -5,6 +5,7 @@ from agentark.gate.decide import (
     GateConfig,
     GateResult,
     HybridEstimate,
+    ServedLatency,
     agreement_confidence,
     choose_hybrid,
     decide,
@@ -14,6 +15,6 @@ from agentark.gate.decide import (
 from agentark.gate.report import write_report
 
 __all__ = [
-    "Decision", "GateConfig", "GateResult", "HybridEstimate", "agreement_confidence", "choose_hybrid", "decide",
+    "Decision", "GateConfig", "GateResult", "HybridEstimate", "ServedLatency", "agreement_confidence", "choose_hybrid", "decide",
     "estimate_hybrid", "plan_hybrid", "write_report",
 ]

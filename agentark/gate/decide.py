@@ -5,7 +5,8 @@ Gates (each passes, fails or is skipped when it has no target or no data):
 * ``accuracy`` — the student keeps at least ``min_relative_accuracy`` (95%) of the multi-agent
   accuracy, tested on the *lower* bound of a paired-bootstrap CI of student / MAS accuracy, so a
   pilot too small to tell is not adopted on luck;
-* ``latency_p95`` / ``latency_p99`` — the student's tail latency meets the targets;
+* ``latency_p95`` / ``latency_p99`` — the student's tail latency meets the targets, as measured over
+  HTTP at a stated load (:class:`ServedLatency`; the offline batch estimate only when not served);
 * ``robustness`` — among perturbed questions whose clean version the student got right, the share
   it gets wrong stays under ``max_perturbation_failure_rate``;
 * ``cost`` — the student is cheaper per query than the team (otherwise there is nothing to gain).
@@ -64,6 +65,22 @@ class HybridEstimate(BaseModel):
     cost_per_query: float
 
 
+class ServedLatency(BaseModel):
+    """One system's latency as clients saw it over HTTP (``agentark loadtest`` against ``agentark serve``),
+    at a stated load: the number the latency gates read. Offline batch timings are throughput only."""
+
+    system: str
+    load: str = Field(description="e.g. 'concurrency 4' or 'Poisson 0.5/s'.")
+    requests: int
+    errors: int
+    p50_s: float | None
+    p95_s: float | None
+    p99_s: float | None
+    ttft_p50_s: float | None = None
+    throughput_rps: float
+    routes: dict[str, int] = Field(default_factory=dict)
+
+
 class Decision(BaseModel):
     model_config = ConfigDict(ser_json_inf_nan="constants")  # a ratio over a zero MAS accuracy is inf
 
@@ -74,6 +91,7 @@ class Decision(BaseModel):
     gates: list[GateResult]
     comparison: dict[str, Any]
     hybrid: HybridEstimate | None = None
+    served: dict[str, ServedLatency] = Field(default_factory=dict)
 
 
 # --- hybrid routing -------------------------------------------------------------------------------
@@ -180,12 +198,14 @@ def _accuracy_gate(comparison: Mapping[str, Any], config: GateConfig) -> GateRes
     )
 
 
-def _latency_gate(name: str, value: float, target: float | None) -> GateResult:
+def _latency_gate(name: str, value: float | None, target: float | None, source: str) -> GateResult:
+    if value is None:
+        return GateResult(name=name, status="skip", reason=f"no successful served request ({source})")
     if target is None:
-        return GateResult(name=name, status="skip", reason=f"no target set (student {value:.3f} s)")
+        return GateResult(name=name, status="skip", reason=f"no target set (student {value:.3f} s, {source})")
     passed = value <= target
     return GateResult(name=name, status="pass" if passed else "fail",
-                      reason=f"student {value:.3f} s {'≤' if passed else '>'} target {target:.3f} s")
+                      reason=f"student {value:.3f} s {'≤' if passed else '>'} target {target:.3f} s ({source})")
 
 
 def _robustness_gate(robustness: RobustnessTable | None, limit: float | None) -> GateResult:
@@ -210,18 +230,26 @@ def _cost_gate(student: SystemMetrics, mas: SystemMetrics) -> GateResult:
 
 
 def decide(student: SystemMetrics, mas: SystemMetrics, robustness: RobustnessTable | None = None,
-           config: GateConfig | None = None, hybrid: HybridEstimate | None = None) -> Decision:
+           config: GateConfig | None = None, hybrid: HybridEstimate | None = None,
+           served: Mapping[str, ServedLatency] | None = None) -> Decision:
     """Apply every gate to the student vs. the multi-agent system and pick the outcome (module docstring).
 
     ``hybrid`` is the router estimate (:func:`plan_hybrid`); without it a failed accuracy gate means
-    keep-multi-agent.
+    keep-multi-agent. ``served`` (system name -> latency measured over HTTP) is what the latency gates
+    read; without the student's, they fall back to the offline per-query estimate and say so.
     """
     config = config or GateConfig()
+    served = dict(served or {})
     comparison = compare(student, mas, n_boot=config.n_boot, alpha=config.alpha, seed=config.seed)
+    if student.name in served:
+        measured = served[student.name]
+        p95, p99, source = measured.p95_s, measured.p99_s, f"served, {measured.load}"
+    else:
+        p95, p99, source = student.latency_p95_s, student.latency_p99_s, "offline batch estimate, not served"
     gates = [
         _accuracy_gate(comparison, config),
-        _latency_gate("latency_p95", student.latency_p95_s, config.p95_latency_s),
-        _latency_gate("latency_p99", student.latency_p99_s, config.p99_latency_s),
+        _latency_gate("latency_p95", p95, config.p95_latency_s, source),
+        _latency_gate("latency_p99", p99, config.p99_latency_s, source),
         _robustness_gate(robustness, config.max_perturbation_failure_rate),
         _cost_gate(student, mas),
     ]
@@ -241,4 +269,4 @@ def decide(student: SystemMetrics, mas: SystemMetrics, robustness: RobustnessTab
         summary = f"Keep {mas.name}: failed {', '.join(failed)}" + (
             "; no hybrid reaches the accuracy target at lower cost." if failed == ["accuracy"] else ".")
     return Decision(outcome=outcome, summary=summary, student=student.name, mas=mas.name, gates=gates,
-                    comparison=comparison, hybrid=hybrid)
+                    comparison=comparison, hybrid=hybrid, served=served)

@@ -82,21 +82,6 @@ def pareto_figure(metrics: Sequence[SystemMetrics]) -> Figure:
     return fig
 
 
-def latency_figure(metrics: Sequence[SystemMetrics]) -> Figure:
-    """Empirical CDF of end-to-end latency per query, one curve per system."""
-    fig = Figure(figsize=(6, 4))
-    ax = fig.add_subplot()
-    for m in metrics:
-        xs = sorted(m.latencies_s)
-        ax.step(xs, [(i + 1) / len(xs) for i in range(len(xs))], where="post", label=m.name)
-    ax.axhline(0.95, color="grey", linewidth=0.8, linestyle=":")
-    ax.set_xlabel("latency per query (s)")
-    ax.set_ylabel("share of queries")
-    ax.set_title("Latency CDF (dotted: p95)")
-    ax.legend(loc="lower right")
-    return fig
-
-
 def robustness_figure(robustness: Mapping[str, RobustnessTable]) -> Figure:
     """Accuracy per perturbation type (and clean), grouped by type, one bar per system."""
     types = sorted({row.type for table in robustness.values() for row in table.rows})
@@ -145,14 +130,30 @@ def _decision_section(decision: Decision) -> Section:
                    [[g.name, g.status, g.reason] for g in decision.gates])
 
 
-def _systems_section(metrics: Sequence[SystemMetrics]) -> Section:
+def _systems_section(metrics: Sequence[SystemMetrics], decoding: str | None = None) -> Section:
     headers = ["system", "n", "accuracy [95% CI]", "strict acc.", "prompt tok/q", "gen. tok/q", "calls/q",
-               "p50 s", "p95 s", "p99 s", "queries/s", "$ / 1k q"]
+               "offline batch q/s", "$ / 1k q"]
     rows = [[m.name, str(m.n), f"{_num(m.accuracy)} [{_num(m.accuracy_ci[0])}, {_num(m.accuracy_ci[1])}]",
              _num(m.strict_accuracy), _num(m.prompt_tokens_per_query, 1), _num(m.generated_tokens_per_query, 1),
-             _num(m.calls_per_query, 2), _num(m.latency_p50_s, 2), _num(m.latency_p95_s, 2), _num(m.latency_p99_s, 2),
-             _num(m.throughput_qps, 2), _num(m.cost_per_1k_usd, 4)] for m in metrics]
-    return Section("Systems (same items)", [], headers, rows)
+             _num(m.calls_per_query, 2), _num(m.throughput_qps, 2), _num(m.cost_per_1k_usd, 4)] for m in metrics]
+    notes = ["Offline batch q/s is throughput of the evaluation batches, not latency: a user's latency is in "
+             "the served-latency section."]
+    return Section("Systems (same items)", ([decoding] if decoding else []) + notes, headers, rows)
+
+
+def _served_section(decision: Decision) -> Section:
+    served = decision.served
+    rows = [[s.system, s.load, f"{s.requests - s.errors}/{s.requests}", _num(s.p50_s, 2), _num(s.p95_s, 2),
+             _num(s.p99_s, 2), _num(s.ttft_p50_s, 2), _num(s.throughput_rps, 3),
+             ", ".join(f"{k} {v}" for k, v in sorted(s.routes.items())) or "–"] for s in served.values()]
+    paragraphs = ["Each system was served in turn on this machine (agentark serve) and measured by agentark "
+                  "loadtest: end-to-end latency per request as a client sees it, at the stated load."]
+    student, team = served.get(decision.student), served.get(decision.mas)
+    if student and team and student.p50_s and team.p50_s:
+        paragraphs.append(f"Distilled p50 {student.p50_s:.2f} s vs team p50 {team.p50_s:.2f} s "
+                          f"({team.p50_s / student.p50_s:.1f}x faster) at {student.load}.")
+    return Section("Served latency", paragraphs, ["system", "load", "ok", "p50 s", "p95 s", "p99 s", "TTFT p50 s",
+                                                  "req/s", "answered by"], rows)
 
 
 def _comparison_section(decision: Decision) -> Section:
@@ -212,17 +213,19 @@ def build_sections(metrics: Sequence[SystemMetrics], decision: Decision,
                    robustness: Mapping[str, RobustnessTable] | None,
                    ood: Mapping[str, SystemMetrics] | None = None,
                    review: Mapping[str, Mapping[str, float]] | None = None,
+                   decoding: str | None = None,
                    ) -> tuple[list[Section], dict[str, Figure]]:
     """Report sections in reading order, and the figures they refer to by file name."""
     team = [m for m in metrics if m.rounds is not None]
     sections = [
         _decision_section(decision),
-        _systems_section(metrics),
+        _systems_section(metrics, decoding),
         _comparison_section(decision),
         Section("Accuracy vs generated tokens", figure="pareto.png"),
-        Section("Latency", figure="latency_cdf.png"),
     ]
-    figures = {"pareto.png": pareto_figure(metrics), "latency_cdf.png": latency_figure(metrics)}
+    figures = {"pareto.png": pareto_figure(metrics)}
+    if decision.served:
+        sections.append(_served_section(decision))
     if robustness:
         sections.append(_robustness_section(robustness))
         figures["robustness.png"] = robustness_figure(robustness)
@@ -296,18 +299,20 @@ def write_report(out_dir: str | Path, results: Sequence[EvalResult | SystemMetri
                  robustness: Mapping[str, RobustnessTable] | None = None,
                  title: str = "AgentArk pilot report",
                  ood: Mapping[str, EvalResult | SystemMetrics] | None = None,
-                 review: Mapping[str, Mapping[str, float]] | None = None) -> dict[str, Path]:
+                 review: Mapping[str, Mapping[str, float]] | None = None,
+                 decoding: str | None = None) -> dict[str, Path]:
     """Write ``report.md``, ``report.html`` and the PNG plots to ``out_dir``; returns their paths by file name.
 
     ``robustness`` maps a system name to its :func:`~agentark.evaluate.robustness.robustness_table`;
     ``ood`` a system name to its results on the out-of-distribution task; ``review`` a system name to
-    its :func:`~agentark.evaluate.robustness.review_metrics`.
+    its :func:`~agentark.evaluate.robustness.review_metrics`; ``decoding`` one sentence on how each
+    system decoded. The latency section appears when ``decision.served`` holds served measurements.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     metrics = [_metrics(r) for r in results]
     ood_metrics = {name: _metrics(r) for name, r in (ood or {}).items()}
-    sections, figures = build_sections(metrics, decision, robustness, ood_metrics, review)
+    sections, figures = build_sections(metrics, decision, robustness, ood_metrics, review, decoding)
     images = {name: _png(fig) for name, fig in figures.items()}
     paths = {}
     for name, png in images.items():

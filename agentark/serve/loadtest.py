@@ -153,3 +153,21 @@ async def run_load(base_url: str, model: str, conversations: Sequence[Conversati
         completion_tokens=sum(o.completion_tokens for o in good),
         routes=dict(Counter(o.route for o in good if o.route)),
     )
+
+
+def measure_served(system, conversations: Sequence[Conversation], *, n: int, concurrency: int | None = None,
+                   rate: float | None = None, max_tokens: int = 256, temperature: float | None = 0.0,
+                   stream: bool = False, max_duration_s: float = 600.0) -> LoadResult:
+    """Serve ``system`` (a :class:`~agentark.serve.systems.ServedSystem` or an engine) on a loopback
+    port of this machine for the duration of one load test, and measure it as a client would."""
+    from agentark.serve.app import background_server, create_app
+
+    with background_server(create_app(system, served_model_name="served")) as base:
+        return asyncio.run(run_load(f"{base}/v1", "served", conversations, n=n, concurrency=concurrency, rate=rate,
+                                    max_tokens=max_tokens, temperature=temperature, stream=stream,
+                                    max_duration_s=max_duration_s))
+
+
+def load_label(concurrency: int | None, rate: float | None) -> str:
+    """How a load is named in reports: ``concurrency 4`` or ``Poisson 0.5/s``."""
+    return f"concurrency {concurrency}" if concurrency is not None else f"Poisson {rate:g}/s"

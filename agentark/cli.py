@@ -199,23 +199,14 @@ def distill(
     given = {"model": model, "out": out, "seed": seed, "force": force, "use_lora": lora,
              "learning_rate": learning_rate, "max_steps": max_steps}
     settings.update({k: v for k, v in given.items() if v is not None}, **_parse_options(option))
+    from agentark.distill.registry import get_strategy
+
     try:
+        spec = get_strategy(strategy)
+        cfg = spec.config(traces, **settings)
         with _progress() as progress:
             bar = progress.add_task(f"distill {strategy}", total=None)
-            if strategy == "opd":
-                from agentark.distill.opd import OPDConfig, train_opd
-
-                student = train_opd(OPDConfig(traces=str(traces), **settings))
-            elif strategy == "pad":
-                from agentark.distill.grpo import PADConfig, train_pad
-                from agentark.mas.generate import task_of_run
-
-                student = train_pad(PADConfig(**settings), traces, task=task_of_run(traces))
-            else:
-                from agentark.distill.sft import SFTDistillConfig, train_sft
-
-                cfg = SFTDistillConfig(strategy=strategy, traces=str(traces), **settings)
-                student = train_sft(cfg, progress=lambda step, total: progress.update(bar, completed=step, total=total))
+            student = spec.train(cfg, traces, lambda step, total: progress.update(bar, completed=step, total=total))
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
     console.print(f"[green]student saved[/green] in {student}")
@@ -234,6 +225,8 @@ def evaluate(
     engine: Annotated[str, typer.Option(help="Engine: hf, llamacpp, openai, vllm (compare a student and its base on one engine).")] = "hf",
     engine_option: Annotated[Optional[list[str]], typer.Option("--engine-option", help="Engine option key=value.")] = None,
     batch_size: Annotated[int, typer.Option(help="Sequences per forward pass (hf engine).")] = 32,
+    backend: Annotated[str, typer.Option(help="local or ray (chunks over Ray actors, one engine each).")] = "local",
+    workers: Annotated[int, typer.Option(help="Ray actors (--backend ray).")] = 2,
     out: Annotated[str, typer.Option(help="Directory for evaluation traces and results.json.")] = "runs/eval",
 ) -> None:
     """Greedy single-agent accuracy (strict and flexible, bootstrap 95% CI) and tokens per question.
@@ -263,6 +256,7 @@ def evaluate(
             results = evaluate_models(models, out, task=task, task_options=task_options, split=split, n=n,
                                       max_new_tokens=max_new_tokens, engine=engine,
                                       engine_options=_parse_options(engine_option), batch_size=batch_size,
+                                      backend=backend, workers=workers,
                                       on_progress=on_progress)
     except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
         _fail(str(e))

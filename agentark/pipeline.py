@@ -50,10 +50,9 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agentark.config import GenerateConfig, StageConfig, stable_hash
-from agentark.distill.data import build_samples
-from agentark.distill.grpo import PADConfig, train_pad
-from agentark.distill.sft import SFTDistillConfig, train_sft
-from agentark.distill.steps import build_step_dataset
+from agentark.distill.grpo import PADConfig
+from agentark.distill.registry import get_strategy
+from agentark.distill.sft import SFTDistillConfig
 from agentark.distill.training import canonical_hash, read_manifest
 from agentark.engines import Engine, SamplingParams, close_engine, get_engine, with_batch_size
 from agentark.evaluate import (
@@ -188,9 +187,12 @@ class ServeSettings(_Section):
 class PipelineConfig(StageConfig):
     """``agentark run pipeline.yaml``: every setting of a pilot, from the debate to the gate."""
 
-    operational_fields: ClassVar[frozenset[str]] = frozenset({"out"})
+    operational_fields: ClassVar[frozenset[str]] = frozenset({"out", "backend", "workers"})
 
     out: str = Field("runs/pipeline", description="Run root; every stage writes below it.")
+    backend: Literal["local", "ray"] = Field("local", description="The teacher debate in one process or over Ray "
+                                             "actors (the evaluation jobs run in this process).")
+    workers: int = Field(2, ge=1, description="Ray actors of the debate (backend ray).")
     task: str = "arithmetic"
     task_options: dict[str, Any] = Field(default_factory=dict)
     teacher: str = Field(DEFAULT_MODEL, description="Model of every debate agent (and of self-consistency).")
@@ -246,7 +248,7 @@ class PipelineConfig(StageConfig):
             agents=g.agents, rounds=g.rounds, early_stop=g.early_stop, summarizer=g.summarizer, model=self.teacher,
             engine=self.engine, engine_options=self.engine_options, temperature=g.temperature, top_p=g.top_p,
             max_new_tokens=g.max_new_tokens, seed=g.seed, batch_size=g.batch_size, chunk_size=g.chunk_size,
-            out=str(self.traces_dir),
+            backend=self.backend, workers=self.workers, out=str(self.traces_dir),
         )
 
     def distill_config(self, strategy: Strategy) -> SFTDistillConfig | PADConfig:
@@ -438,22 +440,12 @@ def _items_hash(items: Sequence[Item]) -> str:
     return canonical_hash([asdict(item) for item in items])
 
 
-def _no_data_reason(config: SFTDistillConfig | PADConfig, traces: list[QuestionTrace]) -> str | None:
-    """Why this strategy has nothing to train on (e.g. RSFT when no debate answer was right), or None."""
-    if isinstance(config, PADConfig):
-        if not build_step_dataset(traces, config.prm.step_mode, config.prm.rounds):
-            return f"no labelled reasoning steps for the PRM in {len(traces)} debated questions"
-        return None
-    if not build_samples(config.strategy, traces, **config.builder_options()):
-        return f"no training samples: {config.strategy} kept none of {len(traces)} debated questions"
-    return None
-
-
 def _distill_fingerprint(config: SFTDistillConfig | PADConfig, traces_fingerprint: str) -> str:
-    parts = {"config": config.config_hash(), "traces": traces_fingerprint}
-    if isinstance(config, PADConfig):
-        parts["prm"] = config.prm.config_hash()  # not in PADConfig's own hash (it is an operational field there)
-    return stable_hash(parts)
+    return stable_hash({**get_strategy(strategy_of(config)).identity(config), "traces": traces_fingerprint})
+
+
+def strategy_of(config: SFTDistillConfig | PADConfig) -> str:
+    return "pad" if isinstance(config, PADConfig) else config.strategy
 
 
 # --- the pipeline ---------------------------------------------------------------------------------
@@ -509,16 +501,13 @@ class _Pipeline:
         return students, skipped
 
     def _train(self, name: str, config: SFTDistillConfig | PADConfig) -> dict[str, Any]:
-        traces = list(read_traces(self.config.traces_dir))
-        reason = _no_data_reason(config, traces)
+        strategy = get_strategy(strategy_of(config))
+        reason = strategy.empty(config, list(read_traces(self.config.traces_dir)))
         if reason:
             logger.warning("%s skipped: %s", name, reason)
             return {"skipped": reason}
         self.emit(name, "training", 0, None)
-        if isinstance(config, PADConfig):
-            path = train_pad(config, traces, task=self.task)
-        else:
-            path = train_sft(config, progress=partial(self.emit, name, "training"))
+        path = strategy.train(config, self.config.traces_dir, partial(self.emit, name, "training"))
         free_memory()
         return {"fingerprint": read_manifest(path)["fingerprint"]}
 

@@ -1,7 +1,13 @@
-"""Benchmark: latency as users see it, agentark serve against llama.cpp's own HTTP server, same GGUF.
+"""Benchmark: latency as users see it, agentark serve against llama.cpp's own HTTP server, same GGUF;
+and the single model vs the debate vs the hybrid at several concurrencies.
 
     python bench/serving.py                                   # SmolLM2-135M pack, Poisson 2 req/s, 48 requests
     python bench/serving.py --model qwen2.5-coder-0.5b-instruct --rate 0.5 --n 32
+    python bench/serving.py --systems --model qwen2.5-coder-0.5b-instruct --n 16 --concurrency 1 8 32
+
+``--systems``: the model alone (what a distilled student is served as), its 3-agent 2-round debate,
+and the hybrid (3 samples, team below full agreement), each at every ``--concurrency`` (closed loop,
+``--n`` requests), one engine (``--engine``, default auto) with ``--slots`` sequences shared by all.
 
 The same held-out arithmetic questions arrive as a Poisson process (an open loop, as real traffic
 does) at every arm, each a fresh server on the same file with the same slots:
@@ -84,6 +90,39 @@ def llama_server_arm(conversations, args) -> LoadResult:
         del server
 
 
+def systems_mode(conversations, args) -> None:
+    from agentark.mas import Debate
+    from agentark.serve.loadtest import measure_served
+    from agentark.serve.systems import Hybrid, Team
+
+    from agentark.engines import close_engine, get_engine, resolve_engine_kind
+
+    task = get_task("arithmetic", n_operands=3)
+    kind = resolve_engine_kind(args.engine)
+    options = {"n_parallel": args.slots, "n_ctx_per_seq": args.ctx} if kind == "llamacpp" else {"batch_size": args.slots}
+    engine = get_engine(kind, args.model, **options)
+    print(f"engine={kind}", flush=True)
+    team = Team(engine, Debate(agents=3, rounds=2), task)
+    systems = {"single": (SingleModel(engine), 0.0), "debate": (team, None),
+               "hybrid": (Hybrid(engine, team, task, threshold=1.0, k=3), None)}
+    print(f"{'system':8s} {'load':15s} {'ok':>6s} {'p50 ms':>8s} {'p95 ms':>8s} {'p99 ms':>8s} {'req/s':>6s}  routes")
+    p50 = {}
+    try:
+        for concurrency in args.concurrency:
+            for name, (system, temperature) in systems.items():
+                r = measure_served(system, conversations, n=args.n, concurrency=concurrency, max_tokens=args.max_tokens,
+                                   temperature=temperature)
+                p50[name, concurrency] = r.latency_p50_s
+                print(f"{name:8s} {'concurrency ' + str(concurrency):15s} {r.ok:>3d}/{r.sent:<2d} "
+                      f"{1000 * (r.latency_p50_s or 0):8.0f} {1000 * (r.latency_p95_s or 0):8.0f} "
+                      f"{1000 * (r.latency_p99_s or 0):8.0f} {r.throughput_rps:6.2f}  {r.routes}", flush=True)
+            if p50.get(("debate", concurrency)) and p50.get(("single", concurrency)):
+                print(f"  debate p50 / single p50 at concurrency {concurrency}: "
+                      f"{p50['debate', concurrency] / p50['single', concurrency]:.1f}x", flush=True)
+    finally:
+        close_engine(engine)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m-instruct")
@@ -94,11 +133,18 @@ def main() -> None:
     parser.add_argument("--ctx", type=int, default=1024, help="context per slot")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    parser.add_argument("--systems", action="store_true", help="single vs debate vs hybrid instead of the arms")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32], help="closed-loop loads (--systems)")
+    parser.add_argument("--engine", default="auto", help="engine of --systems (auto: hf on AMX CPUs, llamacpp on AVX2)")
     args = parser.parse_args()
 
     task = get_task("arithmetic", n_operands=3)
     conversations = [first_prompt(task, item) for item in task.items("held-out", args.n)]
     print(f"CPU: {cpu_info().describe()}")
+    if args.systems:
+        print(f"model={args.model} n={args.n} per load, max_tokens={args.max_tokens}/turn, slots={args.slots}, "
+              f"ctx/slot={args.ctx}; single greedy, debate and hybrid sampled at 0.7")
+        return systems_mode(conversations, args)
     print(f"model={args.model} n={args.n} Poisson {args.rate}/s max_tokens={args.max_tokens} greedy "
           f"slots={args.slots} ctx/slot={args.ctx}")
     results: dict[str, LoadResult] = {}

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+import agentark.distill.sft as sft
 import agentark.pipeline as pipeline
 from agentark.pipeline import PipelineConfig, PipelineError, run_pipeline, run_stage
 
@@ -77,7 +78,7 @@ def test_first_run_writes_report_and_a_decision(first_run):
 
 
 def test_second_run_skips_every_stage(first_run, copied_run, tiny_model_dir, monkeypatch):
-    monkeypatch.setattr(pipeline, "train_sft", lambda *a, **k: pytest.fail("retrained a cached student"))
+    monkeypatch.setattr(sft, "train_sft", lambda *a, **k: pytest.fail("retrained a cached student"))
     monkeypatch.setattr(pipeline, "evaluate_system", lambda *a, **k: pytest.fail("re-evaluated a cached system"))
     report_mtime = (copied_run / "report" / "report.html").stat().st_mtime_ns
     result = run_pipeline(make_config(copied_run, tiny_model_dir))

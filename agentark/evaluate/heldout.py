@@ -44,10 +44,13 @@ def evaluate_models(
     engine_options: dict[str, Any] | None = None,
     batch_size: int = 32,
     chunk_size: int = 16,
+    backend: str = "local",
+    workers: int = 2,
     pricing: Pricing | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
 ) -> list[EvalResult]:
-    """Greedy single-agent answers of every model on the first ``n`` items of ``split``."""
+    """Greedy single-agent answers of every model on the first ``n`` items of ``split`` (``backend="ray"``:
+    chunks over ``workers`` Ray actors, as ``agentark generate --backend ray``)."""
     results = []
     for model in models:
         label = model_label(model)
@@ -56,7 +59,7 @@ def evaluate_models(
             task=task, task_options=task_options or {}, split=split, n=n, system="single", model=model,
             model_revision=(manifest or {}).get("fingerprint", ""), engine=engine, engine_options=engine_options or {},
             temperature=0.0, max_new_tokens=max_new_tokens, batch_size=batch_size, chunk_size=chunk_size,
-            out=str(Path(out) / label),
+            backend=backend, workers=workers, out=str(Path(out) / label),
         )
         store = generate(config, on_progress=(lambda d, t, label=label: on_progress(label, d, t)) if on_progress else None)
         by_id = {t.item_id: t for t in read_traces(store.path)}

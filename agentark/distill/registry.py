@@ -1,0 +1,116 @@
+"""The strategy registry: name -> config class, data check, fingerprint and trainer, in one place.
+
+``agentark distill --strategy X`` and the pilot's distill stage both look a strategy up here, so a
+new strategy is one entry, not a branch in every caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agentark.config import StageConfig
+from agentark.distill.data import build_samples
+from agentark.traces.schema import QuestionTrace
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """How one distillation strategy is configured, checked, fingerprinted and trained."""
+
+    name: str
+    summary: str
+    config_class: Callable[[], type[StageConfig]]  # lazy: a trainer's imports load only when it is used
+    takes_traces: bool  # does the config carry the traces path itself (SFT, OPD) or get traces passed (PAD)?
+    empty: Callable[[Any, list[QuestionTrace]], str | None]
+    identity: Callable[[Any], dict[str, str]]
+    train: Callable[[Any, Path, Progress | None], Path]
+
+    def config(self, traces: str | Path, **settings: Any) -> Any:
+        """This strategy's config from ``settings`` (YAML / flags), on the traces in ``traces``."""
+        cls = self.config_class()
+        fields = {"strategy": self.name} if "strategy" in cls.model_fields else {}
+        if self.takes_traces:
+            fields["traces"] = str(traces)
+        return cls(**fields, **settings)
+
+
+def _sft_class():
+    from agentark.distill.sft import SFTDistillConfig
+
+    return SFTDistillConfig
+
+
+def _sft_empty(config, traces: list[QuestionTrace]) -> str | None:
+    if not build_samples(config.strategy, traces, **config.builder_options()):
+        return f"no training samples: {config.strategy} kept none of {len(traces)} debated questions"
+    return None
+
+
+def _train_sft(config, traces: Path, progress: Progress | None) -> Path:
+    from agentark.distill.sft import train_sft
+
+    return train_sft(config, progress=progress)
+
+
+def _pad_class():
+    from agentark.distill.grpo import PADConfig
+
+    return PADConfig
+
+
+def _pad_empty(config, traces: list[QuestionTrace]) -> str | None:
+    from agentark.distill.steps import build_step_dataset
+
+    if not build_step_dataset(traces, config.prm.step_mode, config.prm.rounds):
+        return f"no labelled reasoning steps for the PRM in {len(traces)} debated questions"
+    return None
+
+
+def _train_pad(config, traces: Path, progress: Progress | None) -> Path:
+    from agentark.distill.grpo import train_pad
+    from agentark.mas.generate import task_of_run
+
+    return train_pad(config, traces, task=task_of_run(traces))
+
+
+def _opd_class():
+    from agentark.distill.opd import OPDConfig
+
+    return OPDConfig
+
+
+def _train_opd(config, traces: Path, progress: Progress | None) -> Path:
+    from agentark.distill.opd import train_opd
+
+    return train_opd(config)
+
+
+def _config_hash(config) -> dict[str, str]:
+    return {"config": config.config_hash()}
+
+
+STRATEGIES: dict[str, Strategy] = {
+    **{name: Strategy(name, summary, _sft_class, True, _sft_empty, _config_hash, _train_sft) for name, summary in (
+        ("rsft", "verified reasoning traces, corrective ones preferred (TRL SFTTrainer)"),
+        ("da", "several correct, structurally different traces per question (TRL SFTTrainer)"),
+        ("sft", "answer-only baseline (TRL SFTTrainer)"))},
+    # The PRM's settings are operational in PADConfig's own hash; its fingerprint adds them.
+    "pad": Strategy("pad", "PRM from the debate, then GRPO against PRM + verifiable reward (TRL GRPOTrainer)",
+                    _pad_class, False, _pad_empty,
+                    lambda c: {"config": c.config_hash(), "prm": c.prm.config_hash()}, _train_pad),
+    "opd": Strategy("opd", "on-policy distillation from a teacher model or the team (TRL DistillationTrainer)",
+                    _opd_class, True, lambda c, traces: None if traces else "no debated questions",
+                    _config_hash, _train_opd),
+}
+STRATEGY_NAMES = tuple(STRATEGIES)
+
+
+def get_strategy(name: str) -> Strategy:
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; valid strategies: {', '.join(STRATEGY_NAMES)}")
+    return STRATEGIES[name]

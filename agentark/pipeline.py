@@ -646,7 +646,8 @@ class _Pipeline:
         return plan_hybrid(student.metrics, mas.metrics, agreement_confidence(confidence.traces), c.gate,
                            student_cost_per_query=confidence.metrics.cost_per_1k_usd / 1000.0)
 
-    def report(self, ev: Evaluations, skipped: dict[str, str], served: StageRecord | None) -> StageRecord:
+    def report(self, ev: Evaluations, skipped: dict[str, str], hybrid: HybridEstimate | None,
+               served: StageRecord | None) -> StageRecord:
         c = self.config
         fingerprint = stable_hash({
             "evaluations": {e.name: e.fingerprint for e in ev.all()}, "gate_student": ev.gate_student,
@@ -654,15 +655,15 @@ class _Pipeline:
             "served": served.fingerprint if served else None,
         })
         latencies = {name: ServedLatency.model_validate(v) for name, v in (served.result["served"] if served else {}).items()}
-        return self.stage("report", fingerprint, c.root / "report", partial(self._report, ev, skipped, latencies))
+        return self.stage("report", fingerprint, c.root / "report", partial(self._report, ev, skipped, hybrid, latencies))
 
-    def _report(self, ev: Evaluations, skipped: dict[str, str], served: dict[str, ServedLatency]) -> dict[str, Any]:
+    def _report(self, ev: Evaluations, skipped: dict[str, str], hybrid: HybridEstimate | None,
+                served: dict[str, ServedLatency]) -> dict[str, Any]:
         c, out = self.config, self.config.root / "report"
         self.emit("report", "gating", 0, None)
         results = {name: e.result(c.pricing) for name, e in ev.clean.items()}
         robustness = {name: robustness_table(results[name].traces, e.traces()) for name, e in ev.perturbed.items()}
         student, mas = results[ev.gate_student].metrics, results[MAS].metrics
-        hybrid = self.hybrid_plan(ev)
         decision = decide(student, mas, robustness.get(ev.gate_student), c.gate, hybrid, served=served)
         ood = {name: e.result(c.pricing) for name, e in ev.ood.items()}
         review = {name: review_metrics(e.traces()) for name, e in ev.review.items()}
@@ -678,13 +679,12 @@ class _Pipeline:
         logger.info("gate: %s", decision.summary)
         return {"decision": decision_json, "files": sorted([*files, DECISION_FILE, SUMMARY_FILE])}
 
-    def serve(self, ev: Evaluations) -> StageRecord | None:
+    def serve(self, ev: Evaluations, hybrid: HybridEstimate | None) -> StageRecord | None:
         """The serve stage: student, team and (where the gate found a router) the hybrid, served one
         after the other and load-tested; cached like every stage by what decides the numbers."""
         c, s = self.config, self.settings
         if not c.serve.enabled:
             return None
-        hybrid = self.hybrid_plan(ev)
         student = {student_name(x): str(c.student_dir(x)) for x in c.strategies}[ev.gate_student]
         threshold = hybrid.threshold if hybrid is not None and math.isfinite(hybrid.threshold) else None
         fingerprint = stable_hash({
@@ -757,7 +757,8 @@ def run_pipeline(config: PipelineConfig, on_event: EventCallback | None = None) 
     if not students:
         raise PipelineError("no strategy produced a student: " + "; ".join(f"{s}: {r}" for s, r in skipped.items()))
     evaluations = run.evaluate(students)
-    report = run.report(evaluations, skipped, run.serve(evaluations))
+    hybrid = run.hybrid_plan(evaluations)  # the router the gate would recommend, for the serve stage and the gate
+    report = run.report(evaluations, skipped, hybrid, run.serve(evaluations, hybrid))
     return {
         "out": str(config.root),
         "traces": str(config.traces_dir / TRACES_FILE),

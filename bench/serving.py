@@ -35,8 +35,7 @@ from agentark.engines.llamacpp import LlamaCppEngine
 from agentark.mas.base import first_prompt
 from agentark.models.gguf import resolve_gguf
 from agentark.models.hardware import cpu_info
-from agentark.serve import background_server, create_app
-from agentark.serve.loadtest import LoadResult, run_load
+from agentark.serve.loadtest import LoadResult, measure_served, run_load
 from agentark.serve.systems import SingleModel
 from agentark.tasks import get_task
 
@@ -51,18 +50,12 @@ class OneCallAtATime(SingleModel):
         self.thread_safe = False
 
 
-def load(url: str, model: str, conversations, args, stream: bool, api_key: str | None = None) -> LoadResult:
-    return asyncio.run(run_load(url, model, conversations, n=args.n, rate=args.rate, max_tokens=args.max_tokens,
-                                temperature=0.0, stream=stream, api_key=api_key, seed=args.seed))
-
-
 def agentark_arm(arm: str, conversations, args) -> LoadResult:
     engine = LlamaCppEngine(args.model, n_parallel=args.slots, n_ctx_per_seq=args.ctx)
     try:
         system = OneCallAtATime(engine) if arm == "serial" else SingleModel(engine)
-        app = create_app(system, served_model_name="m", max_batch_wait_ms=10, max_batch_size=args.slots)
-        with background_server(app) as base:
-            return load(f"{base}/v1", "m", conversations, args, stream=arm == "agentark-sse")
+        return measure_served(system, conversations, n=args.n, rate=args.rate, max_tokens=args.max_tokens,
+                              stream=arm == "agentark-sse", max_batch_size=args.slots, seed=args.seed)
     finally:
         engine.close()
 
@@ -85,14 +78,14 @@ def llama_server_arm(conversations, args) -> LoadResult:
     server = xllamacpp.Server(params)
     url = f"{server.listening_address}/v1"
     try:
-        return load(url, "m", conversations, args, stream=True, api_key=key)
+        return asyncio.run(run_load(url, "m", conversations, n=args.n, rate=args.rate, max_tokens=args.max_tokens,
+                                    temperature=0.0, stream=True, api_key=key, seed=args.seed))
     finally:
         del server
 
 
 def systems_mode(conversations, args) -> None:
     from agentark.mas import Debate
-    from agentark.serve.loadtest import measure_served
     from agentark.serve.systems import Hybrid, Team
 
     from agentark.engines import close_engine, get_engine, resolve_engine_kind

@@ -3,9 +3,9 @@
 ``llamacpp`` (GGUF on CPU through llama.cpp's server engine), ``hf`` (transformers, CPU or CUDA),
 ``openai`` (any OpenAI-compatible server), ``vllm`` (optional, GPU). ``auto`` picks the fastest one
 this machine has: vLLM, else transformers on a CUDA GPU; on a CPU, transformers in bf16 where the CPU
-has native bf16 (AMX / AVX512-BF16: 1.5B debate work 73 tok/s against llama.cpp's ~12 on the packs'
-K-quants, whose prebuilt wheel has no AMX kernels) and llama.cpp elsewhere (AVX2: 1.3-1.9x the
-transformers engine on the 1.5B). Backends are imported lazily so a missing optional dependency only
+has native bf16 (AMX / AVX512-BF16: 1.5B debate work 61 tok/s against llama.cpp's 16 on the packs'
+K-quants, whose prebuilt wheel has no AMX kernels) and llama.cpp elsewhere (AVX2: 1.3x the
+transformers engine on the 1.5B; README Speed). Backends are imported lazily so a missing optional dependency only
 matters when chosen.
 """
 

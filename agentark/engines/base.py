@@ -7,8 +7,8 @@ transformers, vLLM or any OpenAI-compatible server, and lets teacher and student
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 Message = dict[str, str]

@@ -96,16 +96,16 @@ def generate(
     if not todo:
         return store
     chunks = [todo[start : start + config.chunk_size] for start in range(0, len(todo), config.chunk_size)]
+    owned: Engine | None = None  # an engine this call built, and so closes
     if config.backend == "ray":
         from agentark.mas.distributed import run_on_ray
 
         results: Iterator[list[QuestionTrace]] = run_on_ray(config, chunks)
-        owned = None
     else:
-        owned = None if engine is not None else get_engine(
-            config.engine, config.model, **with_batch_size(config.engine, config.engine_options, config.batch_size))
-        local = engine or owned
-        results = (run_chunk(config, task, system, local, chunk) for chunk in chunks)
+        if engine is None:
+            engine = owned = get_engine(config.engine, config.model,
+                                        **with_batch_size(config.engine, config.engine_options, config.batch_size))
+        results = (run_chunk(config, task, system, engine, chunk) for chunk in chunks)
     try:
         for traces in results:
             store.append(traces)

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import socket
-import threading
 import json
 import logging
+import socket
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -483,7 +483,8 @@ def create_app(
         except Exception as exc:
             raise APIError(500, f"generation failed: {type(exc).__name__}: {exc}", type="server_error") from exc
         for reply in replies:
-            metrics.record_reply(reply.route, reply.completion.prompt_tokens, reply.completion.completion_tokens)
+            metrics.record_answer(reply.route)
+        metrics.record_usage(usage([r.completion for r in replies]))  # the prompt once, as in the response
         return replies
 
     @app.post("/v1/chat/completions", dependencies=auth)
@@ -538,7 +539,8 @@ def create_app(
                     if kind_ == "text":
                         yield writer.delta(0, {"content": value_})
                     elif kind_ == "done":  # after all text: both reach the queue through the loop, in order
-                        metrics.record_reply(SingleModel.name, value_.prompt_tokens, value_.completion_tokens)
+                        metrics.record_answer(SingleModel.name)
+                        metrics.record_usage(usage([value_]))
                         yield writer.delta(0, {}, value_.finish_reason)
                         for event in writer.tail([value_], include_usage):
                             yield event

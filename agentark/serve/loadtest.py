@@ -157,15 +157,16 @@ async def run_load(base_url: str, model: str, conversations: Sequence[Conversati
 
 def measure_served(system, conversations: Sequence[Conversation], *, n: int, concurrency: int | None = None,
                    rate: float | None = None, max_tokens: int = 256, temperature: float | None = 0.0,
-                   stream: bool = False, max_duration_s: float = 600.0) -> LoadResult:
+                   stream: bool = False, max_duration_s: float = 600.0, max_batch_size: int = 32,
+                   seed: int = 0) -> LoadResult:
     """Serve ``system`` (a :class:`~agentark.serve.systems.ServedSystem` or an engine) on a loopback
     port of this machine for the duration of one load test, and measure it as a client would."""
     from agentark.serve.app import background_server, create_app
 
-    with background_server(create_app(system, served_model_name="served")) as base:
+    with background_server(create_app(system, served_model_name="served", max_batch_size=max_batch_size)) as base:
         return asyncio.run(run_load(f"{base}/v1", "served", conversations, n=n, concurrency=concurrency, rate=rate,
                                     max_tokens=max_tokens, temperature=temperature, stream=stream,
-                                    max_duration_s=max_duration_s))
+                                    max_duration_s=max_duration_s, seed=seed))
 
 
 def load_label(concurrency: int | None, rate: float | None) -> str:

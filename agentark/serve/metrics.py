@@ -36,10 +36,14 @@ class ServerMetrics:
                                     registry=self.registry)
         self._hybrid = {"student": 0, "team": 0}
 
-    def record_reply(self, path: str, prompt_tokens: int, completion_tokens: int) -> None:
+    def record_usage(self, usage: dict[str, int]) -> None:
+        """One response's OpenAI ``usage``."""
+        self.tokens.labels("prompt").inc(usage["prompt_tokens"])
+        self.tokens.labels("completion").inc(usage["completion_tokens"])
+
+    def record_answer(self, path: str) -> None:
+        """One answer, by the path that gave it; the hybrid's fallback share follows."""
         self.answers.labels(path).inc()
-        self.tokens.labels("prompt").inc(prompt_tokens)
-        self.tokens.labels("completion").inc(completion_tokens)
         if path in self._hybrid:
             self._hybrid[path] += 1
             self.fallback_share.set(self._hybrid["team"] / sum(self._hybrid.values()))

@@ -56,64 +56,86 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _given(**params: Any) -> dict[str, Any]:
+    """The flags the user actually gave (typer passes ``None`` for the others): only these go over a
+    YAML file's settings and the config's defaults (one loader for every command: config.load_config)."""
+    return {k: v for k, v in params.items() if v is not None}
+
+
+def _task_flags(data: str | None, task_option: list[str] | None) -> dict[str, Any]:
+    options = _parse_options(task_option)
+    if data:
+        options["path"] = data
+    return {f"task_options.{k}": v for k, v in options.items()}
+
+
+def _engine_flags(engine_option: list[str] | None) -> dict[str, Any]:
+    return {f"engine_options.{k}": v for k, v in _parse_options(engine_option).items()}
+
+
+SAMPLING_FLAGS = {f"sampling.{name}": f"--{name.replace('_', '-')}" for name in ("temperature", "top_p", "max_new_tokens", "seed")}
+"""Sampling fields live in a config's ``sampling`` section; on the command line they are plain flags."""
+
+
+def _sampling_flags(**values: Any) -> dict[str, Any]:
+    return {f"sampling.{k}": v for k, v in values.items() if v is not None}
+
+
 @app.command()
 def generate(
-    task: Annotated[str, typer.Option(help="Task: arithmetic, gsm8k, jsonl, choice.")] = "arithmetic",
-    system: Annotated[str, typer.Option(help="Multi-agent system: debate, self_consistency, single.")] = "debate",
-    agents: Annotated[int, typer.Option(help="Debate agents (or k samples for self_consistency).")] = 3,
-    rounds: Annotated[int, typer.Option(help="Debate rounds (1 = no revision).")] = 2,
-    n: Annotated[int, typer.Option(help="Number of questions (the first n of the split).")] = 50,
-    model: Annotated[Optional[str], typer.Option(help="Model pack name, local path or HF hub id.")] = None,
-    out: Annotated[str, typer.Option(help="Run directory (traces.jsonl, config.json).")] = "runs/debate",
-    split: Annotated[str, typer.Option(help="train or held-out.")] = "train",
+    task: Annotated[Optional[str], typer.Option(help="Task: arithmetic, gsm8k, jsonl, choice. [default: arithmetic]")] = None,
+    system: Annotated[Optional[str], typer.Option(help="Multi-agent system: debate, self_consistency, single. [default: debate]")] = None,
+    agents: Annotated[Optional[int], typer.Option(help="Debate agents (or k samples for self_consistency). [default: 3]")] = None,
+    rounds: Annotated[Optional[int], typer.Option(help="Debate rounds (1 = no revision). [default: 2]")] = None,
+    n: Annotated[Optional[int], typer.Option(help="Number of questions (the first n of the split). [default: 50]")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model pack name, local path or HF hub id. [default: the embedded pack]")] = None,
+    out: Annotated[Optional[str], typer.Option(help="Run directory (traces.jsonl, stage.json). [default: runs/debate]")] = None,
+    split: Annotated[Optional[str], typer.Option(help="train or held-out. [default: train]")] = None,
     data: Annotated[Optional[str], typer.Option(help="Data file for file-based tasks (gsm8k, jsonl, choice).")] = None,
-    task_option: Annotated[Optional[list[str]], typer.Option("--task-option", help="Task option key=value (repeatable).")] = None,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.7,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling p.")] = 1.0,
-    max_new_tokens: Annotated[int, typer.Option(help="Max generated tokens per agent turn.")] = 256,
-    seed: Annotated[int, typer.Option(help="Seed for sampling.")] = 0,
-    engine: Annotated[str, typer.Option(help="Engine: auto (llamacpp on CPU, vllm or hf on a GPU), llamacpp, hf, openai, vllm.")] = "auto",
-    engine_option: Annotated[Optional[list[str]], typer.Option("--engine-option", help="Engine option key=value, e.g. n_ctx_per_seq=4096 (llamacpp), device=cuda (hf), base_url=http://127.0.0.1:8000/v1 (openai).")] = None,
-    batch_size: Annotated[int, typer.Option(help="Sequences decoded together (hf batch, llamacpp parallel slots).")] = 32,
-    chunk_size: Annotated[int, typer.Option(help="Questions per batch; traces are saved after each.")] = 16,
-    summarizer: Annotated[bool, typer.Option(help="Add a summariser agent that decides the final answer.")] = False,
-    early_stop: Annotated[bool, typer.Option(help="Stop a question's debate once all agents agree.")] = True,
-    backend: Annotated[str, typer.Option(help="local (one process) or ray (chunks over Ray actors, one engine each).")] = "local",
-    workers: Annotated[int, typer.Option(help="Ray actors (--backend ray).")] = 2,
-    worker_cpus: Annotated[float, typer.Option(help="CPUs per Ray actor.")] = 1.0,
-    worker_gpus: Annotated[float, typer.Option(help="GPUs per Ray actor.")] = 0.0,
+    task_option: Annotated[Optional[list[str]], typer.Option("--task-option", help="Task setting key=value (repeatable; typed per task).")] = None,
+    temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature (0 = greedy). [default: 0.7]")] = None,
+    top_p: Annotated[Optional[float], typer.Option(help="Nucleus sampling p. [default: 1.0]")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option(help="Max generated tokens per agent turn. [default: 256]")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Run seed (each chunk samples with a seed of it and its ids). [default: 0]")] = None,
+    engine: Annotated[Optional[str], typer.Option(help="Engine: auto (the fastest here), llamacpp, hf, openai, vllm. [default: auto]")] = None,
+    engine_option: Annotated[Optional[list[str]], typer.Option("--engine-option", help="Engine setting key=value (typed per engine), e.g. n_ctx_per_seq=4096 (llamacpp), dtype=bfloat16 (hf), base_url=http://127.0.0.1:8000/v1 (openai).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Sequences decoded together (hf batch, llamacpp parallel slots). [default: 32]")] = None,
+    chunk_size: Annotated[Optional[int], typer.Option(help="Questions per batch; traces are saved after each. [default: 16]")] = None,
+    summarizer: Annotated[Optional[bool], typer.Option("--summarizer/--no-summarizer", help="Add a summariser agent that decides the final answer. [default: no]")] = None,
+    early_stop: Annotated[Optional[bool], typer.Option("--early-stop/--no-early-stop", help="Stop a question's debate once all agents agree. [default: yes]")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="local (one process) or ray (chunks over Ray actors, one engine each). [default: local]")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Ray actors (--backend ray). [default: 2]")] = None,
+    worker_cpus: Annotated[Optional[float], typer.Option(help="CPUs per Ray actor. [default: 1]")] = None,
+    worker_gpus: Annotated[Optional[float], typer.Option(help="GPUs per Ray actor. [default: 0]")] = None,
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (default: start a local one).")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="YAML file with these settings (flags given here override).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML with GenerateConfig fields (flags given here override it).")] = None,
 ) -> None:
     """Run a multi-agent system over a task's questions and store every agent's every round.
 
     Re-running the same command resumes: finished questions are skipped, none is duplicated.
     """
-    from agentark.config import GenerateConfig
-    from agentark.mas.generate import generate as run_generate
-    from agentark.models import DEFAULT_MODEL
+    from agentark.config import load_config
+    from agentark.pipeline.generation import GenerateConfig
+    from agentark.pipeline.generation import generate as run_generate
 
-    task_options = _parse_options(task_option)
-    if data:
-        task_options["path"] = data
-    settings = dict(
-        task=task, system=system, agents=agents, rounds=rounds, n=n, model=model or DEFAULT_MODEL, out=out,
-        split=split, task_options=task_options, temperature=temperature, top_p=top_p,
-        max_new_tokens=max_new_tokens, seed=seed, engine=engine, engine_options=_parse_options(engine_option),
-        batch_size=batch_size, chunk_size=chunk_size, summarizer=summarizer, early_stop=early_stop,
-        backend=backend, workers=workers, worker_cpus=worker_cpus, worker_gpus=worker_gpus, ray_address=ray_address,
-    )
+    flags = {**_given(task=task, system=system, agents=agents, rounds=rounds, n=n, model=model, out=out, split=split,
+                      engine=engine, batch_size=batch_size, chunk_size=chunk_size, summarizer=summarizer,
+                      early_stop=early_stop, backend=backend, workers=workers, worker_cpus=worker_cpus,
+                      worker_gpus=worker_gpus, ray_address=ray_address),
+             **_sampling_flags(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed),
+             **_task_flags(data, task_option), **_engine_flags(engine_option)}
     try:
-        if config:
-            ctx = typer.get_current_context()
-            given = {k: v for k, v in settings.items() if ctx.get_parameter_source(k) == typer.core.click.core.ParameterSource.COMMANDLINE}
-            cfg = GenerateConfig.from_yaml(config, **given)
-        else:
-            cfg = GenerateConfig(**settings)
+        cfg = load_config(GenerateConfig, config, flags, flag_names=SAMPLING_FLAGS)
         with _progress() as progress:
-            bar = progress.add_task(f"{cfg.system} on {cfg.task}", total=cfg.n)
-            store = run_generate(cfg, on_progress=lambda done, total: progress.update(bar, completed=done, total=total))
-    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
+            bars: list[Any] = []
+
+            def on_progress(done: int, total: int) -> None:  # the bar appears once the work starts
+                if not bars:
+                    bars.append(progress.add_task(f"{cfg.system} on {cfg.task}", total=total))
+                progress.update(bars[0], completed=done, total=total)
+
+            store = run_generate(cfg, on_progress=on_progress)
+    except (ValueError, OSError, RuntimeError, ImportError) as e:
         _fail(str(e))
     console.print(f"[green]{len(store)} traces[/green] in {store.path}")
     _print_summary(store.run_dir)
@@ -182,69 +204,68 @@ def distill(
     seed: Annotated[Optional[int], typer.Option(help="Seed (default 0).")] = None,
     force: Annotated[Optional[bool], typer.Option("--force/--no-force", help="Retrain even if the output is up to date.")] = None,
     option: Annotated[Optional[list[str]], typer.Option("--option", help="Any other config field key=value, e.g. num_train_epochs=3, k=2, per_question=all, num_generations=4.")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="YAML with the strategy's config fields (flags override).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML with the strategy's config fields (flags given here override it).")] = None,
 ) -> None:
-    """Distil multi-agent traces into one student (TRL SFTTrainer / GRPOTrainer, LoRA by default).
+    """Distil multi-agent traces into one student (TRL SFTTrainer / GRPOTrainer / DistillationTrainer, LoRA by default).
 
     A second run with the same inputs is a no-op unless --force.
     """
-    import yaml
-
-    from agentark.models import DEFAULT_MODEL
-
-    # YAML first, then only the flags actually given: a flag's default never overwrites the file.
-    settings: dict[str, Any] = yaml.safe_load(config.read_text()) if config else {}
-    settings.setdefault("model", DEFAULT_MODEL)
-    settings.setdefault("out", f"students/{strategy}")
-    given = {"model": model, "out": out, "seed": seed, "force": force, "use_lora": lora,
-             "learning_rate": learning_rate, "max_steps": max_steps}
-    settings.update({k: v for k, v in given.items() if v is not None}, **_parse_options(option))
     from agentark.distill.registry import get_strategy
+    from agentark.models import DEFAULT_MODEL
+    from agentark.pipeline.distillation import distill as run_distill
 
+    flags = {**_given(model=model, out=out, seed=seed, force=force, use_lora=lora, learning_rate=learning_rate,
+                      max_steps=max_steps), **_parse_options(option)}
     try:
         spec = get_strategy(strategy)
-        cfg = spec.config(traces, **settings)
+        cfg = spec.load_config(traces, config, flags, defaults={"model": DEFAULT_MODEL, "out": f"students/{strategy}"})
         with _progress() as progress:
             bar = progress.add_task(f"distill {strategy}", total=None)
-            student = spec.train(cfg, traces, lambda step, total: progress.update(bar, completed=step, total=total))
-    except (ValueError, FileNotFoundError) as e:
+            result = run_distill(strategy, cfg, traces, lambda step, total: progress.update(bar, completed=step, total=total))
+    except (ValueError, OSError) as e:
         _fail(str(e))
-    console.print(f"[green]student saved[/green] in {student}")
+    if result.skipped:
+        _fail(result.skipped)
+    console.print(f"[green]student {'up to date' if result.cached else 'saved'}[/green] in {result.path}")
 
 
 @app.command()
 def evaluate(
-    model: Annotated[list[str], typer.Option(help="Model(s) to evaluate: student dir, pack name or hub id (repeatable).")],
-    task: Annotated[str, typer.Option(help="Task: arithmetic, gsm8k, jsonl, choice.")] = "arithmetic",
+    model: Annotated[Optional[list[str]], typer.Option(help="Model(s) to evaluate: student dir, pack name or hub id (repeatable).")] = None,
+    task: Annotated[Optional[str], typer.Option(help="Task: arithmetic, gsm8k, jsonl, choice. [default: arithmetic]")] = None,
     data: Annotated[Optional[str], typer.Option(help="Data file for file-based tasks.")] = None,
-    task_option: Annotated[Optional[list[str]], typer.Option("--task-option", help="Task option key=value.")] = None,
-    split: Annotated[str, typer.Option(help="held-out (questions never used for training traces) or train.")] = "held-out",
-    n: Annotated[int, typer.Option(help="Number of questions.")] = 50,
-    base: Annotated[bool, typer.Option(help="Also evaluate each student's base model on the same items.")] = True,
-    max_new_tokens: Annotated[int, typer.Option(help="Max generated tokens per answer.")] = 256,
-    engine: Annotated[str, typer.Option(help="Engine: hf, llamacpp, openai, vllm (compare a student and its base on one engine).")] = "hf",
-    engine_option: Annotated[Optional[list[str]], typer.Option("--engine-option", help="Engine option key=value.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Sequences per forward pass (hf engine).")] = 32,
-    backend: Annotated[str, typer.Option(help="local or ray (chunks over Ray actors, one engine each).")] = "local",
-    workers: Annotated[int, typer.Option(help="Ray actors (--backend ray).")] = 2,
-    out: Annotated[str, typer.Option(help="Directory for evaluation traces and results.json.")] = "runs/eval",
+    task_option: Annotated[Optional[list[str]], typer.Option("--task-option", help="Task setting key=value.")] = None,
+    split: Annotated[Optional[str], typer.Option(help="held-out (questions never used for training traces) or train. [default: held-out]")] = None,
+    n: Annotated[Optional[int], typer.Option(help="Number of questions. [default: 50]")] = None,
+    base: Annotated[Optional[bool], typer.Option("--base/--no-base", help="Also evaluate each student's base model on the same items. [default: yes]")] = None,
+    temperature: Annotated[Optional[float], typer.Option(help="Decoding temperature. [default: 0, greedy]")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option(help="Max generated tokens per answer. [default: 256]")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Run seed (sampled decoding only). [default: 0]")] = None,
+    engine: Annotated[Optional[str], typer.Option(help="Engine of every model (compare a student and its base on one engine): auto, hf, llamacpp, openai, vllm. [default: hf]")] = None,
+    engine_option: Annotated[Optional[list[str]], typer.Option("--engine-option", help="Engine setting key=value.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Sequences decoded together. [default: 32]")] = None,
+    chunk_size: Annotated[Optional[int], typer.Option(help="Questions per batch; traces are saved after each. [default: 16]")] = None,
+    backend: Annotated[Optional[str], typer.Option(help="local or ray (chunks over Ray actors, one engine each). [default: local]")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Ray actors (--backend ray). [default: 2]")] = None,
+    out: Annotated[Optional[str], typer.Option(help="Directory for evaluation traces and results.json. [default: runs/eval]")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="YAML with EvaluateConfig fields (flags given here override it).")] = None,
 ) -> None:
-    """Greedy single-agent accuracy (strict and flexible, bootstrap 95% CI) and tokens per question.
+    """Single-agent accuracy (strict and flexible, bootstrap 95% CI), tokens and measured wall time per model.
 
     Students are compared with their base model on the same held-out items (paired bootstrap, McNemar).
+    The same evaluation stage as ``agentark run``'s: same layout, resumable, skipped when unchanged.
     """
-    from agentark.evaluate.heldout import base_model_of, evaluate_models, model_label
+    from agentark.config import load_config
     from agentark.evaluate.metrics import compare
+    from agentark.pipeline.evaluation import EvaluateConfig, base_model_of, evaluate_models, model_label
     from agentark.traces import write_json_atomic
 
-    task_options = _parse_options(task_option)
-    if data:
-        task_options["path"] = data
-    models = list(model)
-    if base:
-        models += [b for m in model if (b := base_model_of(m))]
-    models = list(dict.fromkeys(models))  # two students of one base: evaluate that base once
+    flags = {**_given(models=model or None, task=task, split=split, n=n, base=base, engine=engine,
+                      batch_size=batch_size, chunk_size=chunk_size, backend=backend, workers=workers, out=out),
+             **_sampling_flags(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed),
+             **_task_flags(data, task_option), **_engine_flags(engine_option)}
     try:
+        cfg = load_config(EvaluateConfig, config, flags, flag_names={**SAMPLING_FLAGS, "models": "--model"})
         with _progress() as progress:
             bars: dict[str, Any] = {}
 
@@ -253,19 +274,16 @@ def evaluate(
                     bars[label] = progress.add_task(f"evaluate {label}", total=total)
                 progress.update(bars[label], completed=done, total=total)
 
-            results = evaluate_models(models, out, task=task, task_options=task_options, split=split, n=n,
-                                      max_new_tokens=max_new_tokens, engine=engine,
-                                      engine_options=_parse_options(engine_option), batch_size=batch_size,
-                                      backend=backend, workers=workers,
-                                      on_progress=on_progress)
-    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
+            results = evaluate_models(cfg, on_progress=on_progress)
+    except (ValueError, OSError, RuntimeError, ImportError) as e:
         _fail(str(e))
     by_label = {r.name: r.metrics for r in results}
-    table = Table(title=f"{task} {split}, n={n}, greedy single agent")
-    for col in ("model", "n", "accuracy (95% CI)", "strict (95% CI)", "gen tokens/q", "vs base (paired 95% CI)"):
+    decoding = "greedy" if cfg.sampling.temperature == 0 else f"T={cfg.sampling.temperature:g}"
+    table = Table(title=f"{cfg.task} {cfg.split}, n={cfg.n}, {decoding} single agent")
+    for col in ("model", "n", "accuracy (95% CI)", "strict (95% CI)", "gen tokens/q", "wall s", "vs base (paired 95% CI)"):
         table.add_column(col, justify="right" if col != "model" else "left")
     comparisons = {}
-    for m, label in ((m, model_label(m)) for m in models):
+    for m, label in ((m, model_label(m)) for m in cfg.all_models()):
         metrics = by_label[label]
         versus = ""
         base_label = model_label(b) if (b := base_model_of(m)) else None
@@ -275,11 +293,11 @@ def evaluate(
             versus = f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] p={cmp['mcnemar']['p_value']:.3f}"
         table.add_row(label, str(metrics.n), f"{metrics.accuracy:.3f} [{metrics.accuracy_ci[0]:.3f}, {metrics.accuracy_ci[1]:.3f}]",
                       f"{metrics.strict_accuracy:.3f} [{metrics.strict_accuracy_ci[0]:.3f}, {metrics.strict_accuracy_ci[1]:.3f}]",
-                      f"{metrics.generated_tokens_per_query:.1f}", versus)
+                      f"{metrics.generated_tokens_per_query:.1f}", f"{metrics.wall_time_s:.1f}", versus)
     console.print(table)
-    write_json_atomic(Path(out) / "results.json", {"metrics": {k: v.model_dump(mode="json") for k, v in by_label.items()},
-                                                   "vs_base": comparisons})
-    console.print(f"results in {Path(out) / 'results.json'}")
+    write_json_atomic(Path(cfg.out) / "results.json", {"metrics": {k: v.model_dump(mode="json") for k, v in by_label.items()},
+                                                       "vs_base": comparisons})
+    console.print(f"results in {Path(cfg.out) / 'results.json'}")
 
 
 @app.command()
@@ -324,7 +342,7 @@ def compare(
 @app.command("run")
 def run_pipeline_command(pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML (see examples/).")]) -> None:
     """Generate -> distil -> evaluate -> gate -> report; unchanged stages are skipped, a crash resumes."""
-    from agentark.pipeline import PipelineConfig, PipelineError, run_pipeline
+    from agentark.pipeline import PipelineConfig, PipelineError, StageError, run_pipeline
 
     try:
         cfg = PipelineConfig.from_yaml(pipeline)
@@ -337,7 +355,7 @@ def run_pipeline_command(pipeline: Annotated[Path, typer.Argument(help="Pipeline
                 progress.update(bars[stage], completed=done, total=total, description=f"{stage}: {message}")
 
             result = run_pipeline(cfg, on_event)
-    except (ValueError, FileNotFoundError, PipelineError) as e:
+    except (ValueError, OSError, PipelineError, StageError) as e:
         _fail(str(e))
     console.print(f"[bold]{result['decision']['outcome']}[/bold]: {result['decision']['summary']}")
     console.print(f"report: {result['report']['report.html']}")

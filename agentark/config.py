@@ -1,24 +1,32 @@
-"""Settings of every stage as pydantic models: YAML/CLI in, validated object and stable hash out.
+"""What every stage config shares: one hasher, one sampling config, one loader for YAML + flags.
 
-The hash covers only the fields that change what a stage produces, so operational knobs (batch
-size, output path, number of questions) can change between a run and its resumption.
+A stage's hash covers only what changes what the stage produces, so operational knobs (batch size,
+output path, number of questions) can change between a run and its resumption. Every command reads
+its settings the same way (:func:`load_config`): the YAML file first, then only the flags actually
+given on the command line, so a flag's default never overwrites the file (TRL's parser habit).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import zlib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agentark.models.packs import DEFAULT_MODEL
+from agentark.engines.base import SamplingParams
+from agentark.errors import one_line_error
 
 
 def stable_hash(obj: Any) -> str:
-    """Short SHA-256 of canonical JSON: equal settings give equal hashes across machines."""
+    """Short SHA-256 of canonical JSON: equal settings give equal hashes across machines.
+
+    The one hasher of the package (run configs, stage fingerprints, training data). Its output must
+    never change: a run's directory is resumed only when the hash of its settings matches."""
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -34,57 +42,111 @@ class StageConfig(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any):
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
-        return cls(**{**data, **overrides})
+        """``cls`` from a YAML file, with ``overrides`` (dotted keys reach into sections) on top."""
+        return load_config(cls, path, overrides)
 
 
-class GenerateConfig(StageConfig):
-    """``agentark generate``: run a multi-agent system over a task and store traces."""
+DEFAULT_TEMPERATURE = 0.7
+"""Sampling temperature of every sampled system (debates, self-consistency, the team): identical
+greedy voters would agree on everything. Single-model evaluations are greedy (0) instead."""
 
-    task: str = "arithmetic"
-    task_options: dict[str, Any] = Field(default_factory=dict)
-    split: Literal["train", "held-out"] = "train"
-    n: int = Field(50, ge=1, description="Number of questions (the first n of the split).")
-    system: str = "debate"
-    agents: int = Field(3, ge=1, description="Debate agents, or k samples for self_consistency.")
-    rounds: int = Field(2, ge=1)
-    early_stop: bool = True
-    summarizer: bool = False
-    model: str = DEFAULT_MODEL
-    model_revision: str = Field("", description="Identity of the weights behind `model` when the path alone is not "
-                                "enough (a student retrained in place): its manifest fingerprint.")
-    engine: str = Field("auto", description="llamacpp, hf, openai, vllm, or auto (the fastest this machine has); "
-                        "stored resolved, so the config hash names the engine that produced the traces.")
-    engine_options: dict[str, Any] = Field(default_factory=dict)
-    temperature: float = Field(0.7, ge=0.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    max_new_tokens: int = Field(256, ge=1)
-    seed: int = 0
-    batch_size: int = Field(32, ge=1, description="Sequences decoded together (hf batch, llamacpp parallel slots).")
-    chunk_size: int = Field(16, ge=1, description="Questions per debate batch; traces are saved after each.")
-    out: str = "runs/debate"
-    backend: Literal["local", "ray"] = Field("local", description="local: one process; ray: chunks spread over "
-                                             "Ray actors, one engine each (same traces, resumable alike).")
-    workers: int = Field(2, ge=1, description="Ray actors (backend ray).")
-    worker_cpus: float = Field(1.0, gt=0, description="CPUs per Ray actor (its engine's threads).")
-    worker_gpus: float = Field(0.0, ge=0, description="GPUs per Ray actor.")
-    ray_address: str | None = Field(None, description="Ray cluster to join (None: start a local one).")
 
-    operational_fields: ClassVar[frozenset[str]] = frozenset(
-        {"n", "batch_size", "chunk_size", "out", "engine_options", "backend", "workers", "worker_cpus", "worker_gpus",
-         "ray_address"})
+class SamplingConfig(BaseModel):
+    """How a stage decodes: one typed object in every stage config, turned into the engines'
+    :class:`~agentark.engines.SamplingParams` per chunk by :meth:`params` (the one seed rule)."""
 
-    @field_validator("engine")
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float = Field(DEFAULT_TEMPERATURE, ge=0.0, description="0 = greedy.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling p.")
+    max_new_tokens: int = Field(256, ge=1, description="Most tokens generated per agent turn.")
+    seed: int = Field(0, description="Run seed; each chunk samples with chunk_seed(seed, its question ids).")
+
+    def params(self, item_ids: Sequence[str]) -> SamplingParams:
+        """The engines' sampling object for one chunk of questions. Its seed depends only on the run
+        seed and the chunk's ids, so a resumed chunk, or the same chunk on another Ray worker,
+        samples alike."""
+        return SamplingParams(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens,
+                              seed=chunk_seed(self.seed, item_ids))
+
+
+class WithSampling(BaseModel):
+    """A config with a ``sampling`` section. Its fields may also be given flat (``temperature: 0.3``
+    beside the other settings, as on the command line), never both ways at once."""
+
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+
+    @model_validator(mode="before")
     @classmethod
-    def _concrete_engine(cls, value: str) -> str:
-        from agentark.engines import resolve_engine_kind
+    def _flat_sampling(cls, data: Any) -> Any:
+        """Flat keys into the section, on top of *this class's* default sampling (an evaluation's is
+        greedy), so that ``max_new_tokens: 8`` alone does not bring back the global temperature."""
+        if not isinstance(data, dict) or isinstance(data.get("sampling"), SamplingConfig):
+            return data
+        if not SAMPLING_FIELDS & set(data) and not data.get("sampling"):
+            return data
+        default = cls.model_fields["sampling"].get_default(call_default_factory=True)
+        return lift_sampling(data, default.model_dump())
 
-        return resolve_engine_kind(value)
 
-    def system_options(self) -> dict[str, Any]:
-        if self.system == "debate":
-            return {"agents": self.agents, "rounds": self.rounds, "early_stop": self.early_stop, "summarizer": self.summarizer}
-        if self.system == "self_consistency":
-            return {"k": self.agents}
-        return {}
+def lift_sampling(data: dict[str, Any], base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``data`` with its flat sampling fields moved into its ``sampling`` section, over ``base``."""
+    data, flat = dict(data), SAMPLING_FIELDS & set(data)
+    section = dict(data.get("sampling") or {})
+    if both := sorted(flat & set(section)):
+        raise ValueError(f"{', '.join(both)} given twice: flat and in the sampling section")
+    data["sampling"] = {**(base or {}), **section, **{k: data.pop(k) for k in flat}}
+    return data
+
+
+SAMPLING_FIELDS = frozenset(SamplingConfig.model_fields)
+
+
+def chunk_seed(seed: int, item_ids: Sequence[str]) -> int:
+    """A sampling seed fixed by the run seed and the chunk's questions, so a resumed chunk samples alike."""
+    return zlib.crc32(("|".join(item_ids) + f"#{seed}").encode())
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
+def _set_dotted(target: dict[str, Any], key: str, value: Any) -> None:
+    *sections, last = key.split(".")
+    for section in sections:
+        target = target.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ValueError(f"{key}: {section} is not a section")
+    target[last] = value
+
+
+def load_config(cls: type[C], path: str | Path | None = None, flags: Mapping[str, Any] | None = None,
+                flag_names: Mapping[str, str] | None = None, defaults: Mapping[str, Any] | None = None) -> C:
+    """``cls`` from ``defaults``, then a YAML file (optional), then ``flags``: only the flags the user gave.
+
+    ``defaults`` are a command's own defaults where they differ from the config class's (a path
+    named after the command's arguments). Keys of ``flags`` may be dotted (``sampling.temperature``)
+    to reach into a section. Errors are a
+    ``ValueError`` of one line per problem that names the field as the user wrote it: ``--n`` for a
+    flag (``flag_names`` maps a field path to its flag), ``file.yaml: n`` for a YAML field.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise FileNotFoundError(f"config file {path} not found") from None
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a mapping of settings, got {type(data).__name__}")
+    data = {**(defaults or {}), **data}
+    if "sampling" in cls.model_fields:
+        data = lift_sampling(data)  # the file may write sampling fields flat; flags say sampling.<field>
+    for key, value in (flags or {}).items():
+        _set_dotted(data, key, value)
+    try:
+        return cls.model_validate(data)
+    except ValidationError as e:
+        given = {**{k: f"--{k.replace('_', '-')}" for k in flags or {}}, **(flag_names or {})}
+        raise ValueError(one_line_error(lambda loc: given.get(loc) or (f"{path}: {loc}" if path else loc), e, cls)) from None

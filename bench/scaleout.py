@@ -25,8 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from agentark.config import GenerateConfig
-from agentark.mas.generate import generate
+from agentark.pipeline import GenerateConfig, generate
 from agentark.models.hardware import cpu_info
 
 

@@ -9,9 +9,8 @@ import re
 from typer.testing import CliRunner
 
 from agentark.cli import app
-from agentark.config import GenerateConfig
 from agentark.engines.base import Completion
-from agentark.mas.generate import generate
+from agentark.pipeline import GenerateConfig, generate
 from agentark.tasks.arithmetic import evaluate_expression
 
 runner = CliRunner()
@@ -93,8 +92,14 @@ def test_distill_yaml_is_overridden_only_by_flags_given(tmp_path, monkeypatch):
     """`--config` values survive unless a flag is actually passed (a flag's default never wins)."""
     import agentark.distill.sft as sft
 
+    from trace_factory import GOLD, make_trace
+
+    from agentark.traces import TraceStore
+
+    TraceStore(tmp_path).append([make_trace("q1", [[GOLD, GOLD]])])
     seen = []
     monkeypatch.setattr(sft, "train_sft", lambda cfg, progress=None: seen.append(cfg) or tmp_path)
+    monkeypatch.setattr("agentark.pipeline.distillation.read_manifest", lambda path: {"fingerprint": "f"})
     cfg = tmp_path / "d.yaml"
     cfg.write_text("seed: 7\nuse_lora: false\nforce: true\nlearning_rate: 0.001\nmax_steps: 9\n")
     base = ["distill", "--strategy", "sft", "--traces", str(tmp_path), "--config", str(cfg)]
@@ -104,3 +109,44 @@ def test_distill_yaml_is_overridden_only_by_flags_given(tmp_path, monkeypatch):
     _ok([*base, "--seed", "3", "--lora", "--no-force", "--max-steps", "2"])
     assert (seen[-1].seed, seen[-1].use_lora, seen[-1].force, seen[-1].learning_rate, seen[-1].max_steps) == (
         3, True, False, 0.001, 2)
+    # A bad value, flag or YAML, is one line naming where it came from.
+    result = runner.invoke(app, [*base, "--max-steps", "x"])
+    assert result.exit_code == 2
+    cfg.write_text("seed: 7\nnum_train_epochs: -1\n")
+    result = runner.invoke(app, base)
+    assert result.exit_code == 2 and "num_train_epochs must be > 0" in result.output
+    assert "For further information" not in result.output
+
+
+def test_generate_and_evaluate_yaml_is_overridden_only_by_flags_given(tmp_path, monkeypatch):
+    """Every command reads its settings one way: defaults, the YAML, then only the flags given."""
+    import agentark.pipeline.generation as generation
+
+    seen = []
+    monkeypatch.setattr(generation, "generate", lambda cfg, **kw: seen.append(cfg) or TraceStoreStub(tmp_path))
+    cfg = tmp_path / "g.yaml"
+    cfg.write_text("n: 7\ntemperature: 0.2\nagents: 4\n")
+    monkeypatch.setattr("agentark.cli._print_summary", lambda run: None)
+    _ok(["generate", "--config", str(cfg)])
+    assert (seen[-1].n, seen[-1].sampling.temperature, seen[-1].agents, seen[-1].rounds) == (7, 0.2, 4, 2)
+    _ok(["generate", "--config", str(cfg), "--temperature", "0.5", "--rounds", "3"])
+    assert (seen[-1].n, seen[-1].sampling.temperature, seen[-1].agents, seen[-1].rounds) == (7, 0.5, 4, 3)
+    result = runner.invoke(app, ["generate", "--config", str(cfg), "--temperature", "-1"])
+    assert result.exit_code == 2 and "--temperature must be >= 0" in result.output
+
+    import agentark.pipeline.evaluation as evaluation
+
+    seen_eval = []
+    monkeypatch.setattr(evaluation, "evaluate_models", lambda cfg, **kw: seen_eval.append(cfg) or [])
+    cfg.write_text("models: [a, b]\nn: 5\nmax_new_tokens: 9\n")
+    runner.invoke(app, ["evaluate", "--config", str(cfg), "--n", "3"])
+    assert seen_eval[-1].models == ["a", "b"] and seen_eval[-1].n == 3
+    assert seen_eval[-1].sampling.max_new_tokens == 9 and seen_eval[-1].sampling.temperature == 0.0
+
+
+class TraceStoreStub:
+    def __init__(self, path):
+        self.path = self.run_dir = path
+
+    def __len__(self):
+        return 0

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from agentark.config import GenerateConfig
 from agentark.evaluate.metrics import summarize_debate
-from agentark.mas.generate import generate
+from agentark.pipeline import GenerateConfig, generate
 from agentark.tasks import get_task
 from agentark.traces import read_traces
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agentark.config import GenerateConfig
-from agentark.mas.generate import RunConfigMismatch, generate
+from agentark.config import SamplingConfig
+from agentark.pipeline import GenerateConfig, RunConfigMismatch, generate
 from agentark.traces import TraceStore, read_traces
 from agentark.traces.store import TraceFileError
 
@@ -33,7 +33,7 @@ def test_generate_writes_one_trace_per_question(tiny_model_dir, tmp_path):
     store = generate(cfg)
     ids = _ids(store.path)
     assert len(ids) == 5 == len(set(ids))
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["config_hash"] == cfg.config_hash()
+    assert json.loads((tmp_path / "run" / "stage.json").read_text())["fingerprint"] == cfg.config_hash()
     trace = next(iter(read_traces(tmp_path / "run")))
     assert trace.model_id == str(tiny_model_dir) and trace.system == "debate" and trace.n_agents == 2
     # Same command again: nothing new; larger n extends the set without duplicates.
@@ -47,7 +47,7 @@ def test_generate_refuses_other_settings_in_same_dir(tiny_model_dir, tmp_path):
     cfg = GenerateConfig(model=str(tiny_model_dir), engine="hf", system="single", n=1, max_new_tokens=4, out=str(tmp_path / "run"))
     generate(cfg)
     with pytest.raises(RunConfigMismatch, match="different settings"):
-        generate(cfg.model_copy(update={"temperature": 0.1}))
+        generate(cfg.model_copy(update={"sampling": SamplingConfig(temperature=0.1)}))
 
 
 def test_kill_9_then_resume_has_exactly_one_record_per_question(tiny_model_dir, tmp_path):
@@ -89,3 +89,43 @@ def test_cli_unknown_names_list_valid_ones(tmp_path):
         output, _ = proc.communicate(timeout=120)
         assert proc.returncode == 2, output
         assert expected in output and "error" in output
+
+
+LEGACY_CONFIG = {  # runs/e1's debate config.json as `agentark generate` wrote it before stage.json (flat sampling)
+    "agents": 3, "backend": "local", "batch_size": 48, "chunk_size": 16, "early_stop": True, "engine": "hf",
+    "engine_options": {}, "max_new_tokens": 768, "model": "qwen2.5-coder-1.5b-instruct", "model_revision": "",
+    "n": 300, "out": "runs/e1/train/debate", "ray_address": None, "rounds": 2, "seed": 0, "split": "train",
+    "summarizer": False, "system": "debate", "task": "gsm8k", "task_options": {"path": "../shared/data/gsm8k/train.jsonl"},
+    "temperature": 0.7, "top_p": 1.0, "worker_cpus": 1.0, "worker_gpus": 0.0, "workers": 2,
+}
+
+
+def test_a_run_made_before_the_stage_record_keeps_its_hash_and_resumes(tmp_path):
+    """A long debate started by an earlier version must resume: same settings, same hash, and its
+    config.json is read as the stage record."""
+    from agentark.pipeline import check_stage
+
+    cfg = GenerateConfig(**LEGACY_CONFIG)
+    assert cfg.config_hash() == "2f47db8d6e9638ec"  # the hash that earlier version stored
+    # Output-neutral engine settings stay out of the hash; ones that change the text go in.
+    assert GenerateConfig(**{**LEGACY_CONFIG, "engine_options": {"batch_size": 8}}).config_hash() == "2f47db8d6e9638ec"
+    assert GenerateConfig(**{**LEGACY_CONFIG, "engine_options": {"dtype": "float32"}}).config_hash() != "2f47db8d6e9638ec"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"config_hash": "2f47db8d6e9638ec", "config": LEGACY_CONFIG}))
+    assert check_stage(run, cfg.config_hash(), "refuse") is not None
+    with pytest.raises(RunConfigMismatch):
+        check_stage(run, GenerateConfig(**{**LEGACY_CONFIG, "seed": 1}).config_hash(), "refuse")
+
+
+def test_bad_settings_leave_no_run_directory(tmp_path):
+    out = tmp_path / "run"
+    for args in (["--engine", "nope"], ["--model", str(tmp_path / "no-such-model"), "--engine", "hf"],
+                 ["--n", "0"], ["--temperature", "-1"]):
+        proc = _cli("generate", *args, "--n", "1", "--out", str(out)) if "--n" not in args else _cli("generate", *args, "--out", str(out))
+        output, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 2, output
+        assert "Traceback" not in output and "For further information" not in output, output
+        assert not out.exists(), args
+    proc = _cli("generate", "--n", "0", "--out", str(out))
+    assert "--n must be >= 1" in proc.communicate(timeout=120)[0]

@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 import agentark.distill.sft as sft
-import agentark.pipeline as pipeline
+import agentark.pipeline.generation as generate_stage
 from agentark.pipeline import PipelineConfig, PipelineError, run_pipeline, run_stage
 
 OUTCOMES = {"adopt", "hybrid", "keep-multi-agent"}
@@ -79,7 +79,7 @@ def test_first_run_writes_report_and_a_decision(first_run):
 
 def test_second_run_skips_every_stage(first_run, copied_run, tiny_model_dir, monkeypatch):
     monkeypatch.setattr(sft, "train_sft", lambda *a, **k: pytest.fail("retrained a cached student"))
-    monkeypatch.setattr(pipeline, "evaluate_system", lambda *a, **k: pytest.fail("re-evaluated a cached system"))
+    monkeypatch.setattr(generate_stage, "run_chunk", lambda *a, **k: pytest.fail("re-ran a cached stage"))
     report_mtime = (copied_run / "report" / "report.html").stat().st_mtime_ns
     result = run_pipeline(make_config(copied_run, tiny_model_dir))
     assert ran(result) == set() and set(result["stages"]) == set(first_run[1]["stages"])
@@ -110,20 +110,20 @@ def test_an_added_ood_task_runs_only_its_own_evaluations(copied_run, tiny_model_
 
 
 def test_a_crash_inside_one_system_resumes_where_it_stopped(copied_run, tiny_model_dir, monkeypatch):
-    evaluate_system = pipeline.evaluate_system
+    run_chunk = generate_stage.run_chunk
     calls: list[tuple[str, int]] = []
     crashed: list[bool] = []
 
-    def crash_once_in_second_chunk(system, ctx, items, batch_size):
-        calls.append((system.name, len(items)))
+    def crash_once_in_second_chunk(config, task, system, engine, chunk):
+        calls.append((system.name, len(chunk)))
         if len(calls) == 2 and not crashed:
             crashed.append(True)
             raise RuntimeError("simulated crash")
-        return evaluate_system(system, ctx, items, batch_size)
+        return run_chunk(config, task, system, engine, chunk)
 
     # A new k re-runs self-consistency only: 4 items in chunks of 2, killed in the second chunk.
     config = make_config(copied_run, tiny_model_dir, sc_k=3)
-    monkeypatch.setattr(pipeline, "evaluate_system", crash_once_in_second_chunk)
+    monkeypatch.setattr(generate_stage, "run_chunk", crash_once_in_second_chunk)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_pipeline(config)
     sc = copied_run / "eval" / "self_consistency"

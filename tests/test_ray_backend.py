@@ -10,8 +10,7 @@ import time
 
 import pytest
 
-from agentark.config import GenerateConfig
-from agentark.mas.generate import generate
+from agentark.pipeline import GenerateConfig, generate
 from agentark.traces import read_traces
 
 ray = pytest.importorskip("ray")

@@ -263,9 +263,11 @@ def test_registry_builds_every_task(tmp_path, gsm8k_path):
 def test_registry_errors():
     with pytest.raises(ValueError, match="unknown task 'math'; valid tasks: arithmetic, gsm8k, jsonl, choice"):
         get_task("math")
-    with pytest.raises(ValueError, match=r"does not take option\(s\) \['n_operand'\].*'n_operands'"):
+    with pytest.raises(ValueError, match=r"^task arithmetic: n_operand: unknown setting; valid: max_value, n_operands, seed$"):
         get_task("arithmetic", n_operand=3)
-    with pytest.raises(ValueError, match=r"needs option\(s\) \['path'\]"):
+    with pytest.raises(ValueError, match=r"^task arithmetic: n_operands must be >= 2$"):
+        get_task("arithmetic", n_operands=1)
+    with pytest.raises(ValueError, match=r"task choice: path: Field required \(CLI: --data FILE\)"):
         get_task("choice")
     assert len(get_task("arithmetic", n_operands=3, seed=2).items("train", 1)[0].meta["operands"]) == 3
 
@@ -280,3 +282,18 @@ def test_grading_a_task_from_worker_threads(tmp_path):
     thread.start()
     thread.join(timeout=60)
     assert results == [True]
+
+
+def test_data_file_errors_name_the_file(tmp_path):
+    """What a new user met: a directory, an empty file, non-UTF-8 bytes, a missing file."""
+    empty, latin = tmp_path / "empty.jsonl", tmp_path / "latin.jsonl"
+    empty.write_text("\n")
+    latin.write_bytes(b'{"question": "q", "answer": "#### 1"}\n{"question": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match=f"^{tmp_path} is a directory, not a data file$"):
+        get_task("gsm8k", path=str(tmp_path)).items("train", 1)
+    with pytest.raises(ValueError, match=r"empty.jsonl is empty \(no JSON lines\)"):
+        get_task("gsm8k", path=str(empty)).items("train", 1)
+    with pytest.raises(ValueError, match=r"latin.jsonl:2: not UTF-8 text \(byte 0xe9 at column 18\)"):
+        get_task("gsm8k", path=str(latin)).items("train", 1)
+    with pytest.raises(FileNotFoundError, match=r"data file .*nope.jsonl not found"):
+        get_task("jsonl", path=str(tmp_path / "nope.jsonl")).items("train", 1)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentark.config import StageConfig
+from agentark.config import StageConfig, load_config
 from agentark.distill.data import build_samples
 from agentark.traces.schema import QuestionTrace
 
@@ -31,12 +31,18 @@ class Strategy:
     train: Callable[[Any, Path, Progress | None], Path]
 
     def config(self, traces: str | Path, **settings: Any) -> Any:
-        """This strategy's config from ``settings`` (YAML / flags), on the traces in ``traces``."""
+        """This strategy's config from ``settings``, on the traces in ``traces``."""
+        return self.load_config(traces, flags=settings)
+
+    def load_config(self, traces: str | Path, path: str | Path | None = None, flags: dict[str, Any] | None = None,
+                    defaults: dict[str, Any] | None = None) -> Any:
+        """This strategy's config as every command reads one (:func:`agentark.config.load_config`):
+        ``defaults``, a YAML file, then the flags given; strategy name and traces set here."""
         cls = self.config_class()
-        fields = {"strategy": self.name} if "strategy" in cls.model_fields else {}
+        fields: dict[str, Any] = {"strategy": self.name} if "strategy" in cls.model_fields else {}
         if self.takes_traces:
             fields["traces"] = str(traces)
-        return cls(**fields, **settings)
+        return load_config(cls, path, {**(flags or {}), **fields}, defaults=defaults)
 
 
 def _sft_class():
@@ -73,7 +79,7 @@ def _pad_empty(config, traces: list[QuestionTrace]) -> str | None:
 
 def _train_pad(config, traces: Path, progress: Progress | None) -> Path:
     from agentark.distill.grpo import train_pad
-    from agentark.mas.generate import task_of_run
+    from agentark.traces.store import task_of_run
 
     return train_pad(config, traces, task=task_of_run(traces))
 

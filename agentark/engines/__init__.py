@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 
 from agentark.engines.base import Completion, Conversation, Engine, Message, SamplingParams
+from agentark.engines.settings import ENGINE_SETTINGS, EngineSettings, engine_settings
 
 ENGINE_NAMES = ("auto", "llamacpp", "hf", "openai", "vllm")
 
@@ -35,14 +36,10 @@ def resolve_engine_kind(kind: str) -> str:
     return "llamacpp" if importlib.util.find_spec("xllamacpp") else "hf"
 
 
-BATCH_OPTION = {"hf": "batch_size", "llamacpp": "n_parallel"}
-"""The option of each engine that says how many sequences decode together."""
-
-
 def with_batch_size(kind: str, options: dict, batch_size: int) -> dict:
     """``options`` plus the stage's batch size under the engine's own name for it, unless already set."""
     options = dict(options)
-    if (name := BATCH_OPTION.get(resolve_engine_kind(kind))) is not None:
+    if (name := ENGINE_SETTINGS[resolve_engine_kind(kind)].batch_field) is not None:
         options.setdefault(name, batch_size)
     return options
 
@@ -55,14 +52,14 @@ def close_engine(engine: Engine) -> None:
 
 
 def get_engine(kind: str, model: str, **options) -> Engine:
-    """Build an engine by name.
+    """Build an engine by name; ``options`` are checked against its typed settings
+    (:mod:`agentark.engines.settings`) before anything loads."""
+    return build_engine(model, engine_settings(kind, options))
 
-    ``options`` go to the backend: ``n_parallel``, ``n_ctx_per_seq``, ``n_threads``, ``outtype``
-    (llamacpp); ``device``, ``dtype``, ``batch_size`` (hf); ``base_url``, ``api_key_env``,
-    ``concurrency``, ``max_retries``, ``timeout_s`` (openai); ``dtype``, ``gpu_memory_utilization``,
-    ``max_model_len``, ``tensor_parallel_size`` (vllm).
-    """
-    kind = resolve_engine_kind(kind)
+
+def build_engine(model: str, settings: EngineSettings) -> Engine:
+    """The engine ``settings`` describe (their class names the backend), serving ``model``."""
+    options, kind = settings.model_dump(exclude_unset=True), settings.kind
     if kind == "llamacpp":
         from agentark.engines.llamacpp import LlamaCppEngine
 
@@ -79,6 +76,5 @@ def get_engine(kind: str, model: str, **options) -> Engine:
 
     return VLLMEngine(model, **options)
 
-
-__all__ = ["BATCH_OPTION", "ENGINE_NAMES", "Completion", "Conversation", "Engine", "Message", "SamplingParams",
+__all__ = ["ENGINE_NAMES", "ENGINE_SETTINGS", "EngineSettings", "build_engine", "engine_settings", "Completion", "Conversation", "Engine", "Message", "SamplingParams",
            "close_engine", "get_engine", "resolve_engine_kind", "with_batch_size"]

@@ -223,7 +223,7 @@ def compute_metrics(
 ) -> SystemMetrics:
     """Metrics of one system's traces on one item set.
 
-    ``wall_time_s`` is the run's measured wall time (see :func:`agentark.evaluate.run.evaluate_system`);
+    ``wall_time_s`` is the run's measured wall time (measured by :func:`agentark.pipeline.evaluate_job`);
     without it the run is assumed to serve ``concurrency`` queries at a time, i.e. wall time
     ``sum(latency per query) / concurrency``. Throughput and GPU-hour cost follow from it.
     ``name`` labels the system in reports (default: the traces' system name).
@@ -346,3 +346,18 @@ def sc_k_for_budget(debate_traces: Sequence[QuestionTrace], single_traces: Seque
     if single <= 0:
         raise ValueError("single-agent traces generated no tokens; cannot match a token budget")
     return max(1, round(debate / single))
+
+
+class EvalResult(BaseModel):
+    """One evaluated system under its report name (e.g. ``"student-rsft"``): traces, wall time, metrics."""
+
+    name: str
+    traces: list[QuestionTrace]
+    wall_time_s: float
+    metrics: SystemMetrics
+
+    @classmethod
+    def from_traces(cls, name: str, traces: Sequence[QuestionTrace], wall_time_s: float,
+                    pricing: Pricing | None = None) -> EvalResult:
+        metrics = compute_metrics(traces, pricing, wall_time_s=wall_time_s, name=name)
+        return cls(name=name, traces=list(traces), wall_time_s=wall_time_s, metrics=metrics)

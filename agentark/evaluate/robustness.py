@@ -32,7 +32,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from agentark.evaluate.metrics import round_accuracy, round_flips
-from agentark.mas.base import RunContext, make_turn
+from agentark.mas.base import MultiAgentSystem, RunContext, make_turn
 from agentark.tasks.arithmetic import evaluate_expression, format_expression
 from agentark.tasks.base import Extraction, Item, Split, Task
 from agentark.tasks.tabular import DataFormatError, read_records, require_text, unique_ids
@@ -303,6 +303,18 @@ def review_probe(ctx: RunContext, items: Sequence[Item], first_traces: Sequence[
             "final_correct": turn.correct,
         }))
     return reviewed
+
+
+class ReviewProbe(MultiAgentSystem):
+    """The self-review probe as a system, so it is run, resumed and timed like every other one."""
+
+    name = "review"
+
+    def __init__(self, first: Sequence[QuestionTrace]):
+        self.first = {t.item_id: t for t in first}
+
+    def run(self, ctx: RunContext, items: list[Item]) -> list[QuestionTrace]:
+        return review_probe(ctx, items, [self.first[item.id] for item in items])
 
 
 def review_metrics(reviewed: Sequence[QuestionTrace]) -> dict[str, float | int]:

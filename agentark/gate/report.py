@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from agentark.evaluate.metrics import SystemMetrics
 from agentark.evaluate.robustness import RobustnessTable
-from agentark.evaluate.run import EvalResult
+from agentark.evaluate.metrics import EvalResult
 from agentark.gate.decide import Decision
 
 logger = logging.getLogger(__name__)

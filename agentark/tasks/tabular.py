@@ -8,6 +8,7 @@ the end of a file never moves an existing train row into held-out.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from abc import abstractmethod
@@ -41,24 +42,34 @@ def read_records(path: str | os.PathLike) -> list[tuple[int, dict[str, Any]]]:
     Blank JSONL lines are skipped but still counted, so line numbers match an editor's.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not a data file")
     if not path.is_file():
-        raise FileNotFoundError(f"data file not found: {path}")
-    with path.open(encoding="utf-8", newline="") as f:
-        if path.suffix.lower() == ".csv":
-            reader = csv.DictReader(f)
-            return [(reader.line_num, row) for row in reader]
-        records = []
-        for line_number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataFormatError(path, line_number, f"invalid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise DataFormatError(path, line_number, f"expected a JSON object, got {type(row).__name__}")
-            records.append((line_number, row))
-        return records
+        raise FileNotFoundError(f"data file {path} not found")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DataFormatError(path, line, f"not UTF-8 text (byte 0x{data[e.start]:02x} at column {column})") from None
+    if not text.strip():
+        raise ValueError(f"{path} is empty (no {'CSV rows' if path.suffix.lower() == '.csv' else 'JSON lines'})")
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        return [(reader.line_num, row) for row in reader]
+    records = []
+    for line_number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataFormatError(path, line_number, f"invalid JSON ({e.msg})") from None
+        if not isinstance(row, dict):
+            raise DataFormatError(path, line_number, f"expected a JSON object, got {type(row).__name__}")
+        records.append((line_number, row))
+    return records
 
 
 def require_text(row: dict[str, Any], field: str, source: str | os.PathLike, line: int) -> str:

@@ -14,14 +14,20 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
+from agentark.tasks import Task, get_task
 from agentark.traces.schema import QuestionTrace
 
 logger = logging.getLogger(__name__)
 
 TRACES_FILE = "traces.jsonl"
+STAGE_FILE = "stage.json"
+"""A stage directory's record: fingerprint, completeness, result and settings (agentark.pipeline.cache)."""
+LEGACY_CONFIG_FILE = "config.json"
+"""What ``agentark generate`` wrote before stage.json: ``{"config_hash", "config"}``."""
 
 
 class TraceFileError(ValueError):
@@ -46,6 +52,9 @@ def read_traces(path: str | Path) -> Iterator[QuestionTrace]:
     path = Path(path)
     if path.is_dir():
         path = path / TRACES_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no traces at {path}: give a run directory made by `agentark generate` "
+                                f"(or its {TRACES_FILE})")
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
@@ -108,3 +117,32 @@ def write_json_atomic(path: str | Path, obj: object) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON file's object, or ``None`` when the file does not exist."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+
+
+def stage_record(run_dir: str | Path) -> dict[str, Any] | None:
+    """The stage record of a directory (``stage.json``, or a pre-stage ``config.json`` read as one)."""
+    out = Path(run_dir)
+    record = read_json(out / STAGE_FILE)
+    if record is None and (legacy := read_json(out / LEGACY_CONFIG_FILE)) is not None:
+        record = {"stage": "generate", "fingerprint": legacy.get("config_hash"), "complete": False,
+                  "config": legacy.get("config", {})}
+    return record
+
+
+def task_of_run(run_dir: str | Path) -> Task:
+    """The task (with its options, e.g. a data path) that a run directory's traces were made on."""
+    path = Path(run_dir)
+    path = path if path.is_dir() else path.parent
+    record = stage_record(path)
+    if record is None or "task" not in record.get("config", {}):
+        raise FileNotFoundError(f"{path} has no {STAGE_FILE}: not a run directory made by `agentark generate`")
+    config = record["config"]
+    return get_task(config["task"], **config.get("task_options", {}))

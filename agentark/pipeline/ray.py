@@ -2,7 +2,7 @@
 
 Why actors and not tasks: an engine (a model in memory, a llama.cpp server, a vLLM instance) is
 expensive to build, so each actor builds one once and then runs chunk after chunk through the same
-:func:`~agentark.mas.generate.run_chunk` the single-process path uses. A chunk's sampling seed
+:func:`~agentark.pipeline.generation.run_chunk` the single-process path uses. A chunk's sampling seed
 depends only on the run seed and its question ids, so a chunk gives the same traces on any worker,
 and greedy runs equal the single-process traces record for record.
 
@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from agentark.config import GenerateConfig
 from agentark.tasks.base import Item
 from agentark.traces.schema import QuestionTrace
+
+if TYPE_CHECKING:
+    from agentark.pipeline.generation import GenerateConfig
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +37,9 @@ class GenerateWorker:
     def __init__(self, config: dict, threads: int):
         import torch
 
-        from agentark.engines import get_engine, with_batch_size
+        from agentark.engines import get_engine
         from agentark.mas import get_system
+        from agentark.pipeline.generation import GenerateConfig
         from agentark.tasks import get_task
 
         torch.set_num_threads(max(1, threads))  # this actor's CPU share, not the whole machine
@@ -43,14 +47,14 @@ class GenerateWorker:
         c = self.config
         self.task = get_task(c.task, **c.task_options)
         self.system = get_system(c.system, **c.system_options())
-        options = with_batch_size(c.engine, c.engine_options, c.batch_size)
+        options = c.engine_options_with_batch()
         if c.engine == "llamacpp":
             options.setdefault("n_threads", max(1, threads))
         self.engine = get_engine(c.engine, c.model, **options)
         self.items = {item.id: item for item in self.task.items(c.split, c.n)}
 
     def run(self, item_ids: list[str]) -> list[dict]:
-        from agentark.mas.generate import run_chunk
+        from agentark.pipeline.generation import run_chunk
 
         chunk: list[Item] = [self.items[i] for i in item_ids]
         return [trace.model_dump() for trace in run_chunk(self.config, self.task, self.system, self.engine, chunk)]

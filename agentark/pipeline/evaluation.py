@@ -1,0 +1,158 @@
+"""The evaluate stage: the one path by which any system is run on evaluation items.
+
+``agentark evaluate`` and the pilot (``agentark run``) both come here: an :class:`EvalJob` is a
+generate-stage run (:class:`~agentark.pipeline.generation.GenerateConfig`: model, engine, task, system,
+sampling) plus, for the pilot's probes, its own items (perturbed ones), task or system (the review
+probe). It runs through :func:`~agentark.pipeline.generation.generate` under the ``rerun`` cache
+policy, so an evaluation resumes after a crash, is skipped when nothing changed, and re-runs when
+anything that decides its traces *or its wall time* changed (a student retrained in place, the
+engine's batch size). The wall time is measured while the chunks run (``wall.json``), never
+estimated, and every evaluation directory has the same layout: ``traces.jsonl``, ``stage.json``,
+``wall.json``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from agentark.config import SamplingConfig, StageConfig, WithSampling, stable_hash
+from agentark.distill.training import read_manifest
+from agentark.evaluate.metrics import EvalResult, Pricing
+from agentark.mas import MultiAgentSystem
+from agentark.pipeline.cache import EngineSlot, check_stage
+from agentark.pipeline.generation import GenerateConfig, generate
+from agentark.tasks import Task
+from agentark.tasks.base import Item
+from agentark.traces.schema import QuestionTrace
+from agentark.traces.store import read_traces, stage_record
+
+
+@dataclass
+class EvalJob:
+    """One system on one item set. ``run`` names the model, engine, task, system and decoding;
+    ``items`` / ``task`` / ``system`` replace the run's own where a probe needs that, and then
+    ``identity`` says what they are (they are not in ``run``'s hash)."""
+
+    name: str
+    run: GenerateConfig
+    items: list[Item] | None = None
+    task: Task | None = None
+    system: MultiAgentSystem | None = None
+    identity: dict[str, Any] | None = None
+
+    def fingerprint(self) -> str:
+        """What decides the traces *and the wall time*: engine options and batch size count too,
+        since latency and cost are read from this run."""
+        r = self.run
+        return stable_hash({
+            "run": r.config_hash(), "n": r.n, "items": items_hash(self.items) if self.items is not None else None,
+            "identity": self.identity, "engine_options": r.engine_options_with_batch(), "chunk_size": r.chunk_size,
+        })
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """A finished evaluation: where its traces are and the wall time measured while making them."""
+
+    name: str
+    fingerprint: str
+    dir: Path
+    wall_time_s: float
+    cached: bool = False
+
+    def traces(self) -> list[QuestionTrace]:
+        return list(read_traces(self.dir))
+
+    def result(self, pricing: Pricing | None = None) -> EvalResult:
+        return EvalResult.from_traces(self.name, self.traces(), self.wall_time_s, pricing)
+
+
+def items_hash(items: Sequence[Item]) -> str:
+    return stable_hash([asdict(item) for item in items])
+
+
+def evaluate_job(job: EvalJob, engine: EngineSlot | None = None,
+                 on_progress: Callable[[int, int], None] | None = None) -> Evaluated:
+    """Run (or resume, or reuse) one evaluation; ``engine``: a slot that keeps one model loaded
+    across the jobs of that model (else each job builds and closes its own)."""
+    fingerprint = job.fingerprint()
+    before = check_stage(job.run.out, fingerprint) or {}
+    generate(job.run, engine=engine, task=job.task, on_progress=on_progress, items=job.items, system=job.system,
+             fingerprint=fingerprint, on_change="rerun")
+    record = stage_record(job.run.out) or {}
+    return Evaluated(job.name, fingerprint, Path(job.run.out), record.get("result", {}).get("wall_time_s", 0.0),
+                     cached=bool(before.get("complete")))
+
+
+# --- `agentark evaluate` ----------------------------------------------------------------------------
+
+
+def base_model_of(model: str) -> str | None:
+    """The model a distilled student started from (from its manifest), or None for other models."""
+    manifest = read_manifest(model) if Path(model).is_dir() else None
+    return (manifest or {}).get("base_model")
+
+
+def model_label(model: str) -> str:
+    """A short, path-safe name for a model in tables and eval directories."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", model.rstrip("/").split("/")[-1] if Path(model).exists() else model)
+
+
+def model_revision(model: str) -> str:
+    """A student's manifest fingerprint (its weights' identity; a path alone is not), else ``""``."""
+    manifest = read_manifest(model) if Path(model).is_dir() else None
+    return (manifest or {}).get("fingerprint", "")
+
+
+class EvaluateConfig(StageConfig, WithSampling):
+    """``agentark evaluate``: models one by one, greedy, single agent, on the same held-out items."""
+
+    operational_fields: ClassVar[frozenset[str]] = frozenset({"out", "backend", "workers", "batch_size"})
+
+    models: list[str] = Field(min_length=1, description="Students (directories), packs, paths or hub ids.")
+    base: bool = Field(True, description="Also evaluate each student's base model (from its manifest).")
+    task: str = "arithmetic"
+    task_options: dict[str, Any] = Field(default_factory=dict)
+    split: Literal["train", "held-out"] = "held-out"
+    n: int = Field(50, ge=1, description="Questions (the first n of the split).")
+    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0),
+                                     description="Greedy by default, as single-model benchmarks are run.")
+    engine: str = Field("hf", description="One engine for every model, so that a student and its base compare; hf "
+                        "by default: students are HF weights, and a base pack's quantised GGUF is not a like-for-like "
+                        "base (llamacpp with outtype f16 is).")
+    engine_options: dict[str, Any] = Field(default_factory=dict)
+    batch_size: int = Field(32, ge=1)
+    chunk_size: int = Field(16, ge=1)
+    backend: Literal["local", "ray"] = "local"
+    workers: int = Field(2, ge=1)
+    out: str = "runs/eval"
+
+    def all_models(self) -> list[str]:
+        """The models, then each student's base, each once (two students of one base share it)."""
+        bases = [b for m in self.models if (b := base_model_of(m))] if self.base else []
+        return list(dict.fromkeys([*self.models, *bases]))
+
+    def job(self, model: str) -> EvalJob:
+        run = GenerateConfig(
+            task=self.task, task_options=self.task_options, split=self.split, n=self.n, system="single", model=model,
+            model_revision=model_revision(model), engine=self.engine, engine_options=self.engine_options,
+            sampling=self.sampling, batch_size=self.batch_size, chunk_size=self.chunk_size, backend=self.backend,
+            workers=self.workers, out=str(Path(self.out) / model_label(model)))
+        return EvalJob(model_label(model), run)
+
+
+def evaluate_models(config: EvaluateConfig, pricing: Pricing | None = None,
+                    on_progress: Callable[[str, int, int], None] | None = None) -> list[EvalResult]:
+    """Every model of ``config`` on the same items, one after the other (one model in memory)."""
+    results = []
+    for model in config.all_models():
+        job = config.job(model)
+        progress = (lambda d, t, name=job.name: on_progress(name, d, t)) if on_progress else None
+        results.append(evaluate_job(job, on_progress=progress).result(pricing))
+    return results

@@ -81,9 +81,23 @@ def _sampling_flags(**values: Any) -> dict[str, Any]:
     return {f"sampling.{k}": v for k, v in values.items() if v is not None}
 
 
+# Options that several commands take, declared once.
+TaskOpt = Annotated[Optional[str], typer.Option(help="Task: arithmetic, gsm8k, jsonl, choice. [default: arithmetic]")]
+DataOpt = Annotated[Optional[str], typer.Option(help="Data file for file-based tasks (gsm8k, jsonl, choice).")]
+TaskOptionOpt = Annotated[Optional[list[str]], typer.Option("--task-option", help="Task setting key=value (repeatable; typed per task, e.g. n_operands=4).")]
+EngineOptionOpt = Annotated[Optional[list[str]], typer.Option("--engine-option", help="Engine setting key=value (repeatable; typed per engine), e.g. n_ctx_per_seq=4096 (llamacpp), dtype=bfloat16 (hf), base_url=http://127.0.0.1:8000/v1 (openai).")]
+MaxNewTokensOpt = Annotated[Optional[int], typer.Option(help="Max generated tokens per agent turn. [default: 256]")]
+SeedOpt = Annotated[Optional[int], typer.Option(help="Run seed: each chunk samples with a seed of it and the chunk's question ids. [default: 0]")]
+BatchSizeOpt = Annotated[Optional[int], typer.Option(help="Sequences decoded together (hf batch, llamacpp parallel slots). [default: 32]")]
+ChunkSizeOpt = Annotated[Optional[int], typer.Option(help="Questions per batch; traces are saved after each. [default: 16]")]
+BackendOpt = Annotated[Optional[str], typer.Option(help="local (one process) or ray (chunks over Ray actors, one engine each). [default: local]")]
+WorkersOpt = Annotated[Optional[int], typer.Option(help="Ray actors (--backend ray). [default: 2]")]
+ConfigOpt = Annotated[Optional[Path], typer.Option(help="YAML with the command's config fields (flags given here override it).")]
+
+
 @app.command()
 def generate(
-    task: Annotated[Optional[str], typer.Option(help="Task: arithmetic, gsm8k, jsonl, choice. [default: arithmetic]")] = None,
+    task: TaskOpt = None,
     system: Annotated[Optional[str], typer.Option(help="Multi-agent system: debate, self_consistency, single. [default: debate]")] = None,
     agents: Annotated[Optional[int], typer.Option(help="Debate agents (or k samples for self_consistency). [default: 3]")] = None,
     rounds: Annotated[Optional[int], typer.Option(help="Debate rounds (1 = no revision). [default: 2]")] = None,
@@ -91,24 +105,24 @@ def generate(
     model: Annotated[Optional[str], typer.Option(help="Model pack name, local path or HF hub id. [default: the embedded pack]")] = None,
     out: Annotated[Optional[str], typer.Option(help="Run directory (traces.jsonl, stage.json). [default: runs/debate]")] = None,
     split: Annotated[Optional[str], typer.Option(help="train or held-out. [default: train]")] = None,
-    data: Annotated[Optional[str], typer.Option(help="Data file for file-based tasks (gsm8k, jsonl, choice).")] = None,
-    task_option: Annotated[Optional[list[str]], typer.Option("--task-option", help="Task setting key=value (repeatable; typed per task).")] = None,
+    data: DataOpt = None,
+    task_option: TaskOptionOpt = None,
     temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature (0 = greedy). [default: 0.7]")] = None,
     top_p: Annotated[Optional[float], typer.Option(help="Nucleus sampling p. [default: 1.0]")] = None,
-    max_new_tokens: Annotated[Optional[int], typer.Option(help="Max generated tokens per agent turn. [default: 256]")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Run seed (each chunk samples with a seed of it and its ids). [default: 0]")] = None,
+    max_new_tokens: MaxNewTokensOpt = None,
+    seed: SeedOpt = None,
     engine: Annotated[Optional[str], typer.Option(help="Engine: auto (the fastest here), llamacpp, hf, openai, vllm. [default: auto]")] = None,
-    engine_option: Annotated[Optional[list[str]], typer.Option("--engine-option", help="Engine setting key=value (typed per engine), e.g. n_ctx_per_seq=4096 (llamacpp), dtype=bfloat16 (hf), base_url=http://127.0.0.1:8000/v1 (openai).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Sequences decoded together (hf batch, llamacpp parallel slots). [default: 32]")] = None,
-    chunk_size: Annotated[Optional[int], typer.Option(help="Questions per batch; traces are saved after each. [default: 16]")] = None,
+    engine_option: EngineOptionOpt = None,
+    batch_size: BatchSizeOpt = None,
+    chunk_size: ChunkSizeOpt = None,
     summarizer: Annotated[Optional[bool], typer.Option("--summarizer/--no-summarizer", help="Add a summariser agent that decides the final answer. [default: no]")] = None,
     early_stop: Annotated[Optional[bool], typer.Option("--early-stop/--no-early-stop", help="Stop a question's debate once all agents agree. [default: yes]")] = None,
-    backend: Annotated[Optional[str], typer.Option(help="local (one process) or ray (chunks over Ray actors, one engine each). [default: local]")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Ray actors (--backend ray). [default: 2]")] = None,
+    backend: BackendOpt = None,
+    workers: WorkersOpt = None,
     worker_cpus: Annotated[Optional[float], typer.Option(help="CPUs per Ray actor. [default: 1]")] = None,
     worker_gpus: Annotated[Optional[float], typer.Option(help="GPUs per Ray actor. [default: 0]")] = None,
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (default: start a local one).")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="YAML with GenerateConfig fields (flags given here override it).")] = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Run a multi-agent system over a task's questions and store every agent's every round.
 
@@ -232,23 +246,23 @@ def distill(
 @app.command()
 def evaluate(
     model: Annotated[Optional[list[str]], typer.Option(help="Model(s) to evaluate: student dir, pack name or hub id (repeatable).")] = None,
-    task: Annotated[Optional[str], typer.Option(help="Task: arithmetic, gsm8k, jsonl, choice. [default: arithmetic]")] = None,
-    data: Annotated[Optional[str], typer.Option(help="Data file for file-based tasks.")] = None,
-    task_option: Annotated[Optional[list[str]], typer.Option("--task-option", help="Task setting key=value.")] = None,
+    task: TaskOpt = None,
+    data: DataOpt = None,
+    task_option: TaskOptionOpt = None,
     split: Annotated[Optional[str], typer.Option(help="held-out (questions never used for training traces) or train. [default: held-out]")] = None,
     n: Annotated[Optional[int], typer.Option(help="Number of questions. [default: 50]")] = None,
     base: Annotated[Optional[bool], typer.Option("--base/--no-base", help="Also evaluate each student's base model on the same items. [default: yes]")] = None,
-    temperature: Annotated[Optional[float], typer.Option(help="Decoding temperature. [default: 0, greedy]")] = None,
-    max_new_tokens: Annotated[Optional[int], typer.Option(help="Max generated tokens per answer. [default: 256]")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Run seed (sampled decoding only). [default: 0]")] = None,
     engine: Annotated[Optional[str], typer.Option(help="Engine of every model (compare a student and its base on one engine): auto, hf, llamacpp, openai, vllm. [default: hf]")] = None,
-    engine_option: Annotated[Optional[list[str]], typer.Option("--engine-option", help="Engine setting key=value.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Sequences decoded together. [default: 32]")] = None,
-    chunk_size: Annotated[Optional[int], typer.Option(help="Questions per batch; traces are saved after each. [default: 16]")] = None,
-    backend: Annotated[Optional[str], typer.Option(help="local or ray (chunks over Ray actors, one engine each). [default: local]")] = None,
-    workers: Annotated[Optional[int], typer.Option(help="Ray actors (--backend ray). [default: 2]")] = None,
+    engine_option: EngineOptionOpt = None,
+    batch_size: BatchSizeOpt = None,
+    chunk_size: ChunkSizeOpt = None,
+    backend: BackendOpt = None,
+    workers: WorkersOpt = None,
+    temperature: Annotated[Optional[float], typer.Option(help="Decoding temperature. [default: 0, greedy]")] = None,
+    max_new_tokens: MaxNewTokensOpt = None,
+    seed: SeedOpt = None,
     out: Annotated[Optional[str], typer.Option(help="Directory for evaluation traces and results.json. [default: runs/eval]")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="YAML with EvaluateConfig fields (flags given here override it).")] = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Single-agent accuracy (strict and flexible, bootstrap 95% CI), tokens and measured wall time per model.
 
@@ -366,7 +380,7 @@ def loadtest(
     url: Annotated[str, typer.Option(help="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.")],
     model: Annotated[str, typer.Option(help="Model name the server serves.")],
     task: Annotated[str, typer.Option(help="Task whose questions are sent.")] = "arithmetic",
-    data: Annotated[Optional[str], typer.Option(help="Data file for file-based tasks.")] = None,
+    data: DataOpt = None,
     split: Annotated[str, typer.Option(help="held-out or train.")] = "held-out",
     n: Annotated[int, typer.Option(help="Requests to send (questions are cycled).")] = 100,
     concurrency: Annotated[Optional[int], typer.Option(help="Closed loop: requests in flight.")] = None,

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 import agentark.distill.sft as sft
 import agentark.pipeline.generation as generate_stage
-from agentark.pipeline import PipelineConfig, PipelineError, run_pipeline, run_stage
+from agentark.pipeline import PipelineConfig, StageError, run_pipeline, run_stage
 
 OUTCOMES = {"adopt", "hybrid", "keep-multi-agent"}
 TRAINING = {"max_steps": 1, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1, "max_length": 128}
@@ -166,7 +166,7 @@ def test_run_stage_skips_resumes_and_clears(tmp_path):
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "mine.txt").write_text("keep")
-    with pytest.raises(PipelineError, match="no pipeline stage recorded"):
+    with pytest.raises(StageError, match="no stage recorded"):
         run_stage("s", "fp", foreign, lambda: work("e"))
     assert (foreign / "mine.txt").exists()
 

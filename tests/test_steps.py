@@ -5,16 +5,13 @@ from __future__ import annotations
 import pytest
 
 from agentark.distill.steps import (
-    CONTINUE_INSTRUCTION,
     build_step_dataset,
     label_steps,
-    mc_label_steps,
     prompt_text,
     segment_steps,
     step_numbers,
     verified_consensus,
 )
-from agentark.engines.base import Completion
 from agentark.traces.schema import AgentTurn, QuestionTrace
 
 QUESTION = ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
@@ -122,34 +119,3 @@ def test_stepwise_dataset_format_and_round_selection():
     assert [(r["agent"], r["labels"]) for r in final] == [(0, [True] * 3), (1, [True] * 3), (2, [True, True, False])]
     unverified = trace([turn(0, 0, WRONG_AT_1, "144"), turn(1, 0, WRONG_AT_2, "62")], n_rounds=1)
     assert build_step_dataset([unverified]) == []
-
-
-# --- Monte-Carlo labels ---------------------------------------------------------------------------------
-
-
-class RolloutEngine:
-    """Plays a model that finishes right unless the prefix already contains a wrong result (62)."""
-
-    model_id = "rollouts"
-
-    def __init__(self):
-        self.batches: list[list] = []
-
-    def generate(self, conversations, sampling):
-        self.batches.append(conversations)
-        return [Completion("The answer is \\boxed{62}." if "62" in c[-2]["content"] else "So \\boxed{72}.", 5, 5, 0.0)
-                for c in conversations]
-
-
-def test_mc_labels_batch_every_prefix_and_rollout_in_one_call():
-    from agentark.tasks import get_task
-
-    engine = RolloutEngine()
-    steps = [segment_steps(WRONG_AT_2), segment_steps(RIGHT)]
-    labels = mc_label_steps(engine, get_task("arithmetic"), [PROMPT, PROMPT], steps, ["72", "72"], n_rollouts=3)
-    assert labels == [[True, False, False, False], [True, True, True]]
-    assert len(engine.batches) == 1 and len(engine.batches[0]) == 3 * (4 + 3)
-    conversation = engine.batches[0][0]
-    assert conversation[:1] == PROMPT
-    assert conversation[1] == {"role": "assistant", "content": steps[0][0]}
-    assert conversation[2] == {"role": "user", "content": CONTINUE_INSTRUCTION}

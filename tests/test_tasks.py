@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agentark.tasks import SPLITS, TASK_NAMES, Task, get_task
+from agentark.tasks import SPLITS, TASK_NAMES, TASK_SETTINGS, Task, get_task, task_settings
 from agentark.tasks.arithmetic import ArithmeticTask, evaluate_expression, format_expression
 from agentark.tasks.choice import ChoiceTask, extract_choice
 from agentark.tasks.gsm8k import GSM8KTask
@@ -263,12 +263,14 @@ def test_registry_builds_every_task(tmp_path, gsm8k_path):
 def test_registry_errors():
     with pytest.raises(ValueError, match="unknown task 'math'; valid tasks: arithmetic, gsm8k, jsonl, choice"):
         get_task("math")
-    with pytest.raises(ValueError, match=r"^task arithmetic: n_operand: unknown setting; valid: max_value, n_operands, seed$"):
+    with pytest.raises(ValueError, match=r"^task arithmetic: unknown option 'n_operand'; valid options: max_value, n_operands, seed$"):
         get_task("arithmetic", n_operand=3)
     with pytest.raises(ValueError, match=r"^task arithmetic: n_operands must be >= 2$"):
         get_task("arithmetic", n_operands=1)
-    with pytest.raises(ValueError, match=r"task choice: path: Field required \(CLI: --data FILE\)"):
+    with pytest.raises(ValueError, match=r"^task choice: path is required \(CLI: --data FILE\)$"):
         get_task("choice")
+    with pytest.raises(ValueError, match=r"^task jsonl: answer_type must be one of 'numeric', 'math' \(got 'text'\)$"):
+        get_task("jsonl", path="d.jsonl", answer_type="text")
     assert len(get_task("arithmetic", n_operands=3, seed=2).items("train", 1)[0].meta["operands"]) == 3
 
 
@@ -284,16 +286,47 @@ def test_grading_a_task_from_worker_threads(tmp_path):
     assert results == [True]
 
 
-def test_data_file_errors_name_the_file(tmp_path):
-    """What a new user met: a directory, an empty file, non-UTF-8 bytes, a missing file."""
-    empty, latin = tmp_path / "empty.jsonl", tmp_path / "latin.jsonl"
-    empty.write_text("\n")
-    latin.write_bytes(b'{"question": "q", "answer": "#### 1"}\n{"question": "caf\xe9"}\n')
+def test_task_settings_identity_keeps_only_options_away_from_defaults(tmp_path):
+    """identity() feeds run hashes: a default written out (or a defaulted option added later) must not
+    change it, a changed option must, and paths come out as text."""
+    assert task_settings("arithmetic", {}).identity() == {}
+    assert task_settings("arithmetic", {"n_operands": 4, "seed": 3}).identity() == {"seed": 3}
+    assert task_settings("jsonl", {"path": tmp_path / "d.jsonl", "held_out": 0}).identity() == {"path": str(tmp_path / "d.jsonl")}
+    assert TASK_SETTINGS["gsm8k"]().identity() == {}
+
+
+@pytest.mark.parametrize("task", ["gsm8k", "jsonl", "choice"])
+def test_data_file_errors_name_the_file(tmp_path, task):
+    """What a new user met, for every file task: a directory, a missing, empty or non-UTF-8 file, a bad line."""
+    def items(path):
+        return get_task(task, path=str(path), held_out=0).items("train", 1)
+
     with pytest.raises(ValueError, match=f"^{tmp_path} is a directory, not a data file$"):
-        get_task("gsm8k", path=str(tmp_path)).items("train", 1)
-    with pytest.raises(ValueError, match=r"empty.jsonl is empty \(no JSON lines\)"):
-        get_task("gsm8k", path=str(empty)).items("train", 1)
-    with pytest.raises(ValueError, match=r"latin.jsonl:2: not UTF-8 text \(byte 0xe9 at column 18\)"):
-        get_task("gsm8k", path=str(latin)).items("train", 1)
-    with pytest.raises(FileNotFoundError, match=r"data file .*nope.jsonl not found"):
-        get_task("jsonl", path=str(tmp_path / "nope.jsonl")).items("train", 1)
+        items(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"^data file .*nope\.jsonl not found$"):
+        items(tmp_path / "nope.jsonl")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n  \n")
+    with pytest.raises(ValueError, match=r"^.*empty\.jsonl is empty \(no JSON lines\)$"):
+        items(empty)
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(b'{"question": "q", "answer": "#### 1"}\n{"question": "caf\xe9"}\n')
+    with pytest.raises(ValueError, match=r"^.*latin\.jsonl:2: not UTF-8 text \(byte 0xe9 at column 18\)$"):
+        items(latin)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"question": "q", "answer": "#### 1"}\n\n{"question": \n')
+    with pytest.raises(DataFormatError, match=r"^.*broken\.jsonl:3: invalid JSON \(Expecting value at column 14\)$"):
+        items(broken)
+
+
+def test_header_only_csv_is_empty_and_a_byte_order_mark_is_fine(tmp_path):
+    header = tmp_path / "h.csv"
+    header.write_text("question,answer\n")
+    with pytest.raises(ValueError, match=r"h\.csv is empty \(no CSV rows\)$"):
+        JsonlTask(header).items()
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b'\xef\xbb\xbf{"question": "q", "answer": 3}\n{"question": "\xff"}\n')
+    with pytest.raises(DataFormatError, match=r"bom\.jsonl:2: not UTF-8 text \(byte 0xff at column 15\)"):
+        JsonlTask(bom).items()
+    bom.write_bytes(b'\xef\xbb\xbf{"question": "q", "answer": 3}\n')
+    assert JsonlTask(bom).items()[0].answer == "3"

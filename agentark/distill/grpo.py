@@ -29,12 +29,12 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from agentark.config import StageConfig
+from agentark.config import StageConfig, stable_hash
 from agentark.distill.credit import group_advantages, step_spans, token_returns, token_steps
 from agentark.distill.data import question_messages
 from agentark.distill.prm import PRMConfig, PRMScorer, as_traces, train_prm
 from agentark.distill.steps import prompt_text, segment_steps
-from agentark.distill.training import (LoraSettings, canonical_hash, clear_manifest, data_hash,
+from agentark.distill.training import (LoraSettings, OnPolicySettings, clear_manifest, data_hash,
                                        device_training_args, is_up_to_date, read_manifest, save_student,
                                        training_dtype_device, write_manifest)
 from agentark.models.loading import load_tokenizer, resolve_model
@@ -48,7 +48,7 @@ Aggregation = Literal["min", "mean", "last"]
 Credit = Literal["scalar", "dense"]
 
 
-class PADConfig(StageConfig, LoraSettings):
+class PADConfig(StageConfig, LoraSettings, OnPolicySettings):
     """``agentark distill --strategy pad``: a PRM (``prm``), then GRPO.
 
     ``prm`` defaults to a PRM on the student's own weights in ``<out>/prm`` with this run's ``seed``
@@ -67,19 +67,14 @@ class PADConfig(StageConfig, LoraSettings):
     beta: float = Field(0.04, ge=0, description="KL coefficient against the initial policy (0 = no reference model).")
     epsilon: float = Field(0.2, gt=0, description="PPO-style clip range of the policy ratio.")
     learning_rate: float = Field(1e-5, gt=0)
-    temperature: float = Field(1.0, gt=0)
     max_prompt_length: int = Field(512, ge=1, description="Questions whose chat prompt is longer are left out.")
-    max_completion_length: int = Field(256, ge=1)
     max_steps: int = Field(100, ge=1)
     aggregation: Aggregation = Field("min", description="scalar credit: how step scores become one reward.")
     credit: Credit = Field("scalar", description="scalar: one reward per solution; dense: each step's min-form "
                            "return-to-go on its own tokens plus the verifiable reward (PURE).")
     min_form_temperature: float = Field(0.1, gt=0, description="dense credit: T of the softmax(-r/T) step weights.")
     correctness_coef: float = 1.0
-    seed: int = 0
     activation_checkpointing: bool = Field(False, description="Recompute activations: less memory, slower.")
-    report_to: str = "none"
-    force: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -251,7 +246,7 @@ def reward_summary(log_history: Sequence[dict]) -> dict[str, float | int | None]
 
 def _fingerprint(config: PADConfig, prm_fingerprint: str, rows: Sequence[dict]) -> str:
     """What decides the student's weights: settings (base model included), the PRM, the questions."""
-    return canonical_hash({"strategy": "pad", "config": config.config_hash(), "prm": prm_fingerprint,
+    return stable_hash({"strategy": "pad", "config": config.config_hash(), "prm": prm_fingerprint,
                            "data": data_hash(rows)})
 
 
@@ -291,18 +286,14 @@ def train_pad(config: PADConfig, traces: Iterable[QuestionTrace] | str | Path, t
         output_dir=str(out_dir),  # nothing is written there (save_strategy="no")
         num_generations=config.num_generations,
         per_device_train_batch_size=config.num_generations * config.prompts_per_step,
-        max_completion_length=config.max_completion_length,
-        temperature=config.temperature,
         beta=config.beta,
         epsilon=config.epsilon,
         learning_rate=config.learning_rate,
         max_steps=config.max_steps,
         logging_steps=1,
         save_strategy="no",
-        report_to=config.report_to,
         **device_training_args(device, config.activation_checkpointing),
-        seed=config.seed,
-        data_seed=config.seed,
+        **config.trl_args(),
     )
     peft_config = config.peft_config()
     if config.credit == "dense":

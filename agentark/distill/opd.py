@@ -33,9 +33,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from agentark.config import StageConfig
+from agentark.config import StageConfig, stable_hash
 from agentark.distill.data import question_messages
-from agentark.distill.training import (LoraSettings, canonical_hash, clear_manifest, data_hash,
+from agentark.distill.training import (LoraSettings, OnPolicySettings, clear_manifest, data_hash,
                                        device_training_args, is_up_to_date, loss_curve, save_student,
                                        training_dtype_device, write_manifest)
 from agentark.mas.prompts import team_context
@@ -50,7 +50,7 @@ TeacherContext = Literal["model", "team"]
 CHECKPOINTS_DIR = "checkpoints"
 
 
-class OPDConfig(StageConfig, LoraSettings):
+class OPDConfig(StageConfig, LoraSettings, OnPolicySettings):
     """``agentark distill --strategy opd``: the student samples, the teacher scores every token."""
 
     operational_fields: ClassVar[frozenset[str]] = frozenset(
@@ -63,17 +63,12 @@ class OPDConfig(StageConfig, LoraSettings):
                                             "team: the question plus the debate's final answers.")
     out: str = "students/opd"
     beta: float = Field(0.5, ge=0.0, le=1.0, description="Generalised JSD: 0 forward KL, 0.5 JSD, 1 reverse KL.")
-    temperature: float = Field(1.0, gt=0.0, description="Sampling and loss temperature.")
-    max_completion_length: int = Field(256, ge=1, description="Tokens the student writes per question.")
     learning_rate: float = Field(1e-4, gt=0.0)
     max_steps: int = Field(50, ge=1)
     per_device_train_batch_size: int = Field(4, ge=1, description="Questions (one completion each) per micro-batch.")
     gradient_accumulation_steps: int = Field(1, ge=1)
     save_steps: int = Field(10, ge=1, description="Checkpoint every this many steps; a killed run resumes from the last.")
-    seed: int = 0
-    report_to: str = "none"
     logging_steps: int = Field(1, ge=1)
-    force: bool = False
 
 
 def opd_rows(traces: Iterable[QuestionTrace], context: TeacherContext) -> tuple[list[dict[str, Any]], int]:
@@ -148,7 +143,7 @@ def _trainer_class() -> type:
 
 
 def _fingerprint(config: OPDConfig, rows: Sequence[dict]) -> str:
-    return canonical_hash({"strategy": "opd", "config": config.config_hash(), "data": data_hash(rows)})
+    return stable_hash({"strategy": "opd", "config": config.config_hash(), "data": data_hash(rows)})
 
 
 def last_checkpoint(out: Path) -> str | None:
@@ -188,8 +183,6 @@ def train_opd(config: OPDConfig) -> Path:
     args = DistillationConfig(
         output_dir=str(out / CHECKPOINTS_DIR),
         beta=config.beta,
-        temperature=config.temperature,
-        max_completion_length=config.max_completion_length,
         learning_rate=config.learning_rate,
         max_steps=config.max_steps,
         per_device_train_batch_size=config.per_device_train_batch_size,
@@ -199,10 +192,8 @@ def train_opd(config: OPDConfig) -> Path:
         save_total_limit=1,
         remove_unused_columns=False,  # the teacher's prompt is a column of its own
         logging_steps=config.logging_steps,
-        report_to=config.report_to,
-        seed=config.seed,
-        data_seed=config.seed,
         **device_training_args(device, activation_checkpointing=False),
+        **config.trl_args(),
     )
     peft_config = config.peft_config()
     trainer = _trainer_class()(

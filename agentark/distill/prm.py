@@ -31,12 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from agentark.config import StageConfig
-from agentark.distill.sft import FULL_LEARNING_RATE, LORA_LEARNING_RATE
+from agentark.config import StageConfig, stable_hash
 from agentark.distill.steps import STEP_SEPARATOR, RoundsSel, StepMode, build_step_dataset, segment_steps
-from agentark.distill.training import (LoraSettings, canonical_hash, clear_manifest, data_hash,
+from agentark.distill.training import (LoraSettings, clear_manifest, data_hash,
                                        is_up_to_date, loss_curve, read_manifest, save_student,
                                        training_dtype_device, write_manifest)
 from agentark.models.loading import load_tokenizer, pick_device, pick_dtype, resolve_model
@@ -74,13 +73,6 @@ class PRMConfig(StageConfig, LoraSettings):
     held_out_fraction: float = Field(0.2, ge=0, lt=1)
     seed: int = 0
     force: bool = False
-
-    @model_validator(mode="after")
-    def _default_learning_rate(self) -> PRMConfig:
-        """Resolved now (as in SFT) so the fingerprint and the manifest hold the rate actually used."""
-        if self.learning_rate is None:
-            self.learning_rate = LORA_LEARNING_RATE if self.use_lora else FULL_LEARNING_RATE
-        return self
 
 
 # --------------------------------------------------------------------------------------------- encoding
@@ -369,7 +361,7 @@ def _run_stage(name: str, model: Any, dataset: Any, collator: QuestionCollator, 
 
 def _fingerprint(config: PRMConfig, rows: Sequence[dict]) -> str:
     """What decides the PRM's weights: settings (base model included) and the stepwise data."""
-    return canonical_hash({"kind": "prm", "config": config.config_hash(), "data": data_hash(rows)})
+    return stable_hash({"kind": "prm", "config": config.config_hash(), "data": data_hash(rows)})
 
 
 def as_traces(traces: Iterable[QuestionTrace] | str | Path) -> list[QuestionTrace]:

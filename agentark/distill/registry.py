@@ -11,8 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from agentark.config import StageConfig, load_config
 from agentark.distill.data import build_samples
+from agentark.errors import one_line_error
 from agentark.traces.schema import QuestionTrace
 
 Progress = Callable[[int, int], None]
@@ -31,18 +34,25 @@ class Strategy:
     train: Callable[[Any, Path, Progress | None], Path]
 
     def config(self, traces: str | Path, **settings: Any) -> Any:
-        """This strategy's config from ``settings``, on the traces in ``traces``."""
-        return self.load_config(traces, flags=settings)
+        """This strategy's config from ``settings`` (a pipeline's ``training`` section), on ``traces``."""
+        cls = self.config_class()
+        try:
+            return cls.model_validate({**settings, **self._fixed(cls, traces)})
+        except ValidationError as e:
+            raise ValueError(one_line_error(f"{self.name}: ", e, cls)) from None
 
     def load_config(self, traces: str | Path, path: str | Path | None = None, flags: dict[str, Any] | None = None,
                     defaults: dict[str, Any] | None = None) -> Any:
         """This strategy's config as every command reads one (:func:`agentark.config.load_config`):
         ``defaults``, a YAML file, then the flags given; strategy name and traces set here."""
         cls = self.config_class()
+        return load_config(cls, path, {**(flags or {}), **self._fixed(cls, traces)}, defaults=defaults)
+
+    def _fixed(self, cls: type, traces: str | Path) -> dict[str, Any]:
         fields: dict[str, Any] = {"strategy": self.name} if "strategy" in cls.model_fields else {}
         if self.takes_traces:
             fields["traces"] = str(traces)
-        return load_config(cls, path, {**(flags or {}), **fields}, defaults=defaults)
+        return fields
 
 
 def _sft_class():

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from agentark.config import StageConfig
+from agentark.config import StageConfig, stable_hash
 from agentark.distill.data import (
     Sample,
     build_samples,
@@ -29,7 +29,7 @@ from agentark.distill.data import (
     to_dataset,
     unsolved_by,
 )
-from agentark.distill.training import (LoraSettings, canonical_hash, clear_manifest, data_hash,
+from agentark.distill.training import (LoraSettings, clear_manifest, data_hash,
                                        device_training_args, is_up_to_date, loss_curve, save_student,
                                        training_dtype_device, write_manifest)
 from agentark.models.loading import load_tokenizer, resolve_model
@@ -44,8 +44,6 @@ CHECKPOINT_DIR = "checkpoints"
 Progress = Callable[[int, int], None]
 """``progress(step, total_steps)``, called after every optimiser step (e.g. to drive a rich bar)."""
 
-LORA_LEARNING_RATE = 2e-4
-FULL_LEARNING_RATE = 1e-5
 """Defaults when ``learning_rate`` is not given: LoRA adapters want ~10x the rate of full fine-tuning."""
 
 
@@ -84,13 +82,6 @@ class SFTDistillConfig(StageConfig, LoraSettings):
     logging_steps: int = Field(5, ge=1)
     force: bool = False
 
-    @model_validator(mode="after")
-    def _default_learning_rate(self) -> SFTDistillConfig:
-        """Resolve the rate now, so the fingerprint and the manifest hold the value actually used."""
-        if self.learning_rate is None:
-            self.learning_rate = LORA_LEARNING_RATE if self.use_lora else FULL_LEARNING_RATE
-        return self
-
     def builder_options(self) -> dict[str, Any]:
         """The options of this strategy's sample builder (the others' options do not apply)."""
         return {"rsft": {"per_question": self.per_question}, "da": {"k": self.k}, "sft": {}}[self.strategy]
@@ -108,7 +99,7 @@ def training_traces(config: SFTDistillConfig) -> list[QuestionTrace]:
 
 def fingerprint(config: SFTDistillConfig, samples: list[Sample]) -> str:
     """What decides the student's weights: the training data, the settings, the starting model."""
-    return canonical_hash({"config": config.config_hash(), "data": data_hash(samples), "base_model": config.model})
+    return stable_hash({"config": config.config_hash(), "data": data_hash(samples), "base_model": config.model})
 
 
 def _progress_callback(progress: Progress):

@@ -6,9 +6,9 @@ so :func:`segment_steps` is the only segmentation in the project: the stepwise d
 it and :class:`agentark.distill.prm.PRMScorer` scores with it (the official AgentArk code split
 differently at training and scoring time, so its PRM scored units it had never been trained on).
 
-Step labels come from the debate itself (:func:`label_steps`, free) or, optionally, from Monte-Carlo
-rollouts (:func:`mc_label_steps`, one batched engine call). Everything here is pure and
-deterministic except the Monte-Carlo rollouts, which depend on the engine's sampling.
+Step labels come from the debate itself (:func:`label_steps`: free, no model call): the first step
+whose stated result leaves the verified consensus is the first wrong one. Everything here is pure
+and deterministic.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from collections.abc import Iterable, Sequence
 from typing import Literal
 
 from agentark.distill.data import question_messages
-from agentark.engines.base import Conversation, Engine, SamplingParams
-from agentark.tasks.base import Task
 from agentark.tasks.grading import normalize_number
 from agentark.traces.schema import AgentTurn, QuestionTrace
 StepMode = Literal["auto", "blank_line", "line", "sentence"]
@@ -155,51 +153,6 @@ def prompt_text(messages: Sequence[dict[str, str]]) -> str:
     text at training and scoring time.
     """
     return "\n\n".join(m["content"] for m in messages if m["role"] != "assistant")
-
-
-CONTINUE_INSTRUCTION = (
-    "Continue your solution above from exactly where it stops, without repeating its steps, "
-    "and state the final answer at the end in the format asked for in the question."
-)
-
-
-def continuation_prompt(question: Conversation, prefix_steps: Sequence[str]) -> Conversation:
-    """Chat prompt asking to continue a partial solution.
-
-    Engines take chat conversations and always open a fresh assistant turn, and assistant prefill is
-    not portable across OpenAI-compatible servers, so the prefix is given as the assistant's previous
-    turn followed by a user instruction to continue it (the same shape as a debate round).
-    """
-    return list(question) + [
-        {"role": "assistant", "content": STEP_SEPARATOR.join(prefix_steps)},
-        {"role": "user", "content": CONTINUE_INSTRUCTION},
-    ]
-
-
-def mc_label_steps(engine: Engine, task: Task, questions: Sequence[Conversation], steps: Sequence[Sequence[str]],
-                   golds: Sequence[str], n_rollouts: int = 8, threshold: float = 0.5,
-                   sampling: SamplingParams | None = None) -> list[list[bool]]:
-    """Monte-Carlo step labels (Math-Shepherd style) for many solutions in one ``engine.generate`` call.
-
-    For solution ``q`` and each prefix ``steps[q][:k]``, ``n_rollouts`` continuations are sampled
-    (:func:`continuation_prompt`); a rollout reaches the gold when the task grades the answer read
-    from *prefix + continuation* (a continuation that states no answer falls back to the prefix's).
-    Step ``k`` is positive when at least ``threshold`` of its rollouts reach the gold.
-    """
-    if n_rollouts < 1:
-        raise ValueError("n_rollouts must be >= 1")
-    sampling = sampling or SamplingParams(temperature=0.7)
-    jobs = [(q, k) for q, solution in enumerate(steps) for k in range(1, len(solution) + 1)]
-    conversations = [continuation_prompt(questions[q], steps[q][:k]) for q, k in jobs for _ in range(n_rollouts)]
-    completions = engine.generate(conversations, sampling)
-    labels: list[list[bool]] = [[] for _ in steps]
-    for j, (q, k) in enumerate(jobs):
-        prefix = STEP_SEPARATOR.join(steps[q][:k])
-        rollouts = completions[j * n_rollouts : (j + 1) * n_rollouts]
-        hits = sum(task.grade(task.normalize(task.extract(prefix + STEP_SEPARATOR + c.text).flexible), golds[q])
-                   for c in rollouts)
-        labels[q].append(hits / n_rollouts >= threshold)
-    return labels
 
 
 def build_step_dataset(traces: Iterable[QuestionTrace], mode: StepMode | str = "auto",

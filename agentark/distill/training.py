@@ -8,7 +8,6 @@ made it. The manifest is written last, so its presence means the directory is co
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -16,7 +15,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
+
+from agentark.config import stable_hash
 
 from agentark.traces.store import write_json_atomic
 
@@ -35,6 +36,11 @@ def lora_config(r: int = 16, alpha: int = 32, dropout: float = 0.05, target_modu
     )
 
 
+LORA_LEARNING_RATE = 2e-4
+FULL_LEARNING_RATE = 1e-5
+"""Default rates: adapters want a far larger step than full fine-tuning of every weight."""
+
+
 class LoraSettings(BaseModel):
     """The LoRA fields every trainer config shares (SFT, PRM, PAD, OPD); in each config's hash."""
 
@@ -43,20 +49,37 @@ class LoraSettings(BaseModel):
     lora_alpha: int = Field(32, ge=1, description="Adapter scale numerator (scale = lora_alpha / lora_r).")
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
 
+    @model_validator(mode="after")
+    def _default_learning_rate(self):
+        """A config with ``learning_rate: None`` gets the rate for its kind of training, resolved now so
+        the fingerprint and the manifest hold the value actually used."""
+        if "learning_rate" in type(self).model_fields and getattr(self, "learning_rate") is None:
+            self.learning_rate = LORA_LEARNING_RATE if self.use_lora else FULL_LEARNING_RATE
+        return self
+
     def peft_config(self):
         """peft's causal-LM ``LoraConfig`` from these fields, or ``None`` for full fine-tuning."""
         return lora_config(self.lora_r, self.lora_alpha, self.lora_dropout) if self.use_lora else None
 
 
-def canonical_hash(obj: Any) -> str:
-    """Full SHA-256 of canonical JSON (sorted keys, no whitespace): equal content, equal hash anywhere."""
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+class OnPolicySettings(BaseModel):
+    """What the on-policy trainers (PAD's GRPO, OPD) share: the student samples its own answers."""
+
+    temperature: float = Field(1.0, gt=0.0, description="The student's sampling temperature (and OPD's loss temperature).")
+    max_completion_length: int = Field(256, ge=1, description="Tokens the student writes per question.")
+    seed: int = 0
+    report_to: str = "none"
+    force: bool = Field(False, description="Retrain even when the output is up to date.")
+
+    def trl_args(self) -> dict[str, Any]:
+        """The TRL config arguments these fields set, alike in GRPOConfig and DistillationConfig."""
+        return {"max_completion_length": self.max_completion_length, "temperature": self.temperature,
+                "report_to": self.report_to, "seed": self.seed, "data_seed": self.seed}
 
 
 def data_hash(samples: Sequence[Mapping[str, Any]]) -> str:
     """Identity of a training set, order included (order is part of what the trainer sees)."""
-    return canonical_hash(list(samples))
+    return stable_hash(list(samples))
 
 
 def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:

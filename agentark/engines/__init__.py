@@ -14,7 +14,15 @@ from __future__ import annotations
 import importlib.util
 
 from agentark.engines.base import Completion, Conversation, Engine, Message, SamplingParams
-from agentark.engines.settings import ENGINE_SETTINGS, EngineSettings, engine_settings
+from agentark.engines.settings import (
+    ENGINE_SETTINGS,
+    EngineSettings,
+    HFSettings,
+    LlamaCppSettings,
+    OpenAISettings,
+    VLLMSettings,
+    engine_settings,
+)
 
 ENGINE_NAMES = ("auto", "llamacpp", "hf", "openai", "vllm")
 
@@ -37,7 +45,8 @@ def resolve_engine_kind(kind: str) -> str:
 
 
 def with_batch_size(kind: str, options: dict, batch_size: int) -> dict:
-    """``options`` plus the stage's batch size under the engine's own name for it, unless already set."""
+    """``options`` plus the stage's batch size under the engine's own name for it (its settings'
+    ``batch_field``: ``batch_size`` for hf, ``n_parallel`` for llamacpp), unless already set."""
     options = dict(options)
     if (name := ENGINE_SETTINGS[resolve_engine_kind(kind)].batch_field) is not None:
         options.setdefault(name, batch_size)
@@ -53,13 +62,16 @@ def close_engine(engine: Engine) -> None:
 
 def get_engine(kind: str, model: str, **options) -> Engine:
     """Build an engine by name; ``options`` are checked against its typed settings
-    (:mod:`agentark.engines.settings`) before anything loads."""
+    (:mod:`agentark.engines.settings`) before anything loads, so a typo is a one-line ``ValueError``."""
     return build_engine(model, engine_settings(kind, options))
 
 
 def build_engine(model: str, settings: EngineSettings) -> Engine:
-    """The engine ``settings`` describe (their class names the backend), serving ``model``."""
-    options, kind = settings.model_dump(exclude_unset=True), settings.kind
+    """The engine ``settings`` describe (their ``kind`` names the backend), serving ``model``.
+
+    Every field is passed, defaults included, so the settings are the one place defaults live and
+    what :meth:`EngineSettings.identity` hashes is what the backend runs with."""
+    options, kind = settings.model_dump(exclude={"kind"}), settings.kind
     if kind == "llamacpp":
         from agentark.engines.llamacpp import LlamaCppEngine
 
@@ -76,5 +88,7 @@ def build_engine(model: str, settings: EngineSettings) -> Engine:
 
     return VLLMEngine(model, **options)
 
-__all__ = ["ENGINE_NAMES", "ENGINE_SETTINGS", "EngineSettings", "build_engine", "engine_settings", "Completion", "Conversation", "Engine", "Message", "SamplingParams",
-           "close_engine", "get_engine", "resolve_engine_kind", "with_batch_size"]
+
+__all__ = ["ENGINE_NAMES", "ENGINE_SETTINGS", "Completion", "Conversation", "Engine", "EngineSettings", "HFSettings",
+           "LlamaCppSettings", "Message", "OpenAISettings", "SamplingParams", "VLLMSettings", "build_engine",
+           "close_engine", "engine_settings", "get_engine", "resolve_engine_kind", "with_batch_size"]

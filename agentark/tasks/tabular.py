@@ -39,7 +39,9 @@ def check_split(split: str, n: int | None) -> None:
 def read_records(path: str | os.PathLike) -> list[tuple[int, dict[str, Any]]]:
     """``(line number, row)`` for every row of a JSONL file, or of a CSV file (by its ``.csv`` suffix).
 
-    Blank JSONL lines are skipped but still counted, so line numbers match an editor's.
+    Blank JSONL lines are skipped but still counted, so line numbers match an editor's. Every error
+    names the file (and the line where there is one): a directory, a missing or empty file, bytes
+    that are not UTF-8 (a UTF-8 byte-order mark, as spreadsheets write, is fine), a bad JSON line.
     """
     path = Path(path)
     if path.is_dir():
@@ -48,16 +50,25 @@ def read_records(path: str | os.PathLike) -> list[tuple[int, dict[str, Any]]]:
         raise FileNotFoundError(f"data file {path} not found")
     data = path.read_bytes()
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        raise DataFormatError(path, line, f"not UTF-8 text (byte 0x{data[e.start]:02x} at column {column})") from None
-    if not text.strip():
-        raise ValueError(f"{path} is empty (no {'CSV rows' if path.suffix.lower() == '.csv' else 'JSON lines'})")
-    if path.suffix.lower() == ".csv":
-        reader = csv.DictReader(io.StringIO(text, newline=""))
-        return [(reader.line_num, row) for row in reader]
+        data, start = e.object, e.start  # the bytes after any byte-order mark, as an editor counts them
+        line = data.count(b"\n", 0, start) + 1
+        column = start - (data.rfind(b"\n", 0, start) + 1) + 1
+        raise DataFormatError(path, line, f"not UTF-8 text (byte 0x{data[start]:02x} at column {column})") from None
+    csv_file = path.suffix.lower() == ".csv"
+    records = _csv_records(text) if csv_file else _jsonl_records(text, path)
+    if not records:
+        raise ValueError(f"{path} is empty (no {'CSV rows' if csv_file else 'JSON lines'})")
+    return records
+
+
+def _csv_records(text: str) -> list[tuple[int, dict[str, Any]]]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    return [(reader.line_num, row) for row in reader]
+
+
+def _jsonl_records(text: str, path: Path) -> list[tuple[int, dict[str, Any]]]:
     records = []
     for line_number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
@@ -65,7 +76,7 @@ def read_records(path: str | os.PathLike) -> list[tuple[int, dict[str, Any]]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataFormatError(path, line_number, f"invalid JSON ({e.msg})") from None
+            raise DataFormatError(path, line_number, f"invalid JSON ({e.msg} at column {e.colno})") from None
         if not isinstance(row, dict):
             raise DataFormatError(path, line_number, f"expected a JSON object, got {type(row).__name__}")
         records.append((line_number, row))

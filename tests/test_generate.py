@@ -110,6 +110,8 @@ def test_a_run_made_before_the_stage_record_keeps_its_hash_and_resumes(tmp_path)
     # Output-neutral engine settings stay out of the hash; ones that change the text go in.
     assert GenerateConfig(**{**LEGACY_CONFIG, "engine_options": {"batch_size": 8}}).config_hash() == "2f47db8d6e9638ec"
     assert GenerateConfig(**{**LEGACY_CONFIG, "engine_options": {"dtype": "float32"}}).config_hash() != "2f47db8d6e9638ec"
+    held_out = {**LEGACY_CONFIG["task_options"], "held_out": 500}  # a default written out: same items, same hash
+    assert GenerateConfig(**{**LEGACY_CONFIG, "task_options": held_out}).config_hash() == "2f47db8d6e9638ec"
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"config_hash": "2f47db8d6e9638ec", "config": LEGACY_CONFIG}))

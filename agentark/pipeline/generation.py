@@ -85,6 +85,7 @@ class GenerateConfig(StageConfig, WithSampling):
         that change outputs (only when set away from their defaults, so that runs made before an
         option existed keep their hash and resume)."""
         identity = self.model_dump(exclude={*self.operational_fields, "sampling"})
+        identity["task_options"] = task_settings(self.task, self.task_options).identity()  # defaults left out
         if self.model_revision:  # a student's weights are named by their fingerprint, not by where they lie
             identity["model"] = ""
         identity.update(self.sampling.model_dump())

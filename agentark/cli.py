@@ -148,11 +148,11 @@ def generate(
                     bars.append(progress.add_task(f"{cfg.system} on {cfg.task}", total=total))
                 progress.update(bars[0], completed=done, total=total)
 
-            store = run_generate(cfg, on_progress=on_progress)
+            record = run_generate(cfg, on_progress=on_progress)
     except (ValueError, OSError, RuntimeError, ImportError) as e:
         _fail(str(e))
-    console.print(f"[green]{len(store)} traces[/green] in {store.path}")
-    _print_summary(store.run_dir)
+    console.print(f"[green]{record.result['questions']} traces[/green] in {Path(cfg.out) / 'traces.jsonl'}")
+    _print_summary(Path(cfg.out))
 
 
 @app.command()

@@ -121,9 +121,10 @@ def test_distill_yaml_is_overridden_only_by_flags_given(tmp_path, monkeypatch):
 def test_generate_and_evaluate_yaml_is_overridden_only_by_flags_given(tmp_path, monkeypatch):
     """Every command reads its settings one way: defaults, the YAML, then only the flags given."""
     import agentark.pipeline.generation as generation
+    from agentark.pipeline import StageRecord
 
     seen = []
-    monkeypatch.setattr(generation, "generate", lambda cfg, **kw: seen.append(cfg) or TraceStoreStub(tmp_path))
+    monkeypatch.setattr(generation, "generate", lambda cfg, **kw: seen.append(cfg) or StageRecord("generate", "f", {"questions": 0}, cached=True))
     cfg = tmp_path / "g.yaml"
     cfg.write_text("n: 7\ntemperature: 0.2\nagents: 4\n")
     monkeypatch.setattr("agentark.cli._print_summary", lambda run: None)
@@ -143,10 +144,3 @@ def test_generate_and_evaluate_yaml_is_overridden_only_by_flags_given(tmp_path, 
     assert seen_eval[-1].models == ["a", "b"] and seen_eval[-1].n == 3
     assert seen_eval[-1].sampling.max_new_tokens == 9 and seen_eval[-1].sampling.temperature == 0.0
 
-
-class TraceStoreStub:
-    def __init__(self, path):
-        self.path = self.run_dir = path
-
-    def __len__(self):
-        return 0

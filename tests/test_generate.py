@@ -30,16 +30,17 @@ def _ids(path: Path) -> list[str]:
 
 def test_generate_writes_one_trace_per_question(tiny_model_dir, tmp_path):
     cfg = GenerateConfig(model=str(tiny_model_dir), engine="hf", n=5, agents=2, rounds=2, max_new_tokens=8, chunk_size=2, out=str(tmp_path / "run"))
-    store = generate(cfg)
-    ids = _ids(store.path)
+    record = generate(cfg)
+    ids = _ids(tmp_path / "run")
     assert len(ids) == 5 == len(set(ids))
     assert json.loads((tmp_path / "run" / "stage.json").read_text())["fingerprint"] == cfg.config_hash()
     trace = next(iter(read_traces(tmp_path / "run")))
     assert trace.model_id == str(tiny_model_dir) and trace.system == "debate" and trace.n_agents == 2
+    assert record.result["questions"] == 5 and not record.cached
     # Same command again: nothing new; larger n extends the set without duplicates.
-    generate(cfg)
+    assert generate(cfg).cached
     generate(cfg.model_copy(update={"n": 7}))
-    ids = _ids(store.path)
+    ids = _ids(tmp_path / "run")
     assert len(ids) == 7 == len(set(ids))
 
 

@@ -25,12 +25,12 @@ from agentark.config import SamplingConfig, StageConfig, WithSampling, stable_ha
 from agentark.distill.training import read_manifest
 from agentark.evaluate.metrics import EvalResult, Pricing
 from agentark.mas import MultiAgentSystem
-from agentark.pipeline.cache import EngineSlot, check_stage
+from agentark.pipeline.cache import EngineSlot
 from agentark.pipeline.generation import GenerateConfig, generate
 from agentark.tasks import Task
 from agentark.tasks.base import Item
 from agentark.traces.schema import QuestionTrace
-from agentark.traces.store import read_traces, stage_record
+from agentark.traces.store import read_traces
 
 
 @dataclass
@@ -82,12 +82,9 @@ def evaluate_job(job: EvalJob, engine: EngineSlot | None = None,
     """Run (or resume, or reuse) one evaluation; ``engine``: a slot that keeps one model loaded
     across the jobs of that model (else each job builds and closes its own)."""
     fingerprint = job.fingerprint()
-    before = check_stage(job.run.out, fingerprint) or {}
-    generate(job.run, engine=engine, task=job.task, on_progress=on_progress, items=job.items, system=job.system,
-             fingerprint=fingerprint, on_change="rerun")
-    record = stage_record(job.run.out) or {}
-    return Evaluated(job.name, fingerprint, Path(job.run.out), record.get("result", {}).get("wall_time_s", 0.0),
-                     cached=bool(before.get("complete")))
+    record = generate(job.run, engine=engine, task=job.task, on_progress=on_progress, items=job.items,
+                      system=job.system, fingerprint=fingerprint, on_change="rerun")
+    return Evaluated(job.name, fingerprint, Path(job.run.out), record.result["wall_time_s"], cached=record.cached)
 
 
 # --- `agentark evaluate` ----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -21,11 +22,11 @@ from agentark.config import StageConfig, WithSampling, stable_hash
 from agentark.engines import Engine, close_engine, engine_settings, get_engine, resolve_engine_kind, with_batch_size
 from agentark.mas import MultiAgentSystem, RunContext, get_system
 from agentark.models.packs import DEFAULT_MODEL
-from agentark.pipeline.cache import EngineSlot, check_stage, run_stage
+from agentark.pipeline.cache import EngineSlot, StageRecord, check_stage, run_stage
 from agentark.tasks import Task, get_task, task_settings
 from agentark.tasks.base import Item
 from agentark.traces.schema import QuestionTrace
-from agentark.traces.store import TRACES_FILE, TraceStore, read_json, read_traces, write_json_atomic
+from agentark.traces.store import TRACES_FILE, TraceStore, read_json, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -122,8 +123,11 @@ def generate(
     system: MultiAgentSystem | None = None,
     fingerprint: str | None = None,
     on_change: Literal["refuse", "rerun"] = "refuse",
-) -> TraceStore:
+) -> StageRecord:
     """Run ``config.system`` on the first ``config.n`` questions, appending to ``<out>/traces.jsonl``.
+
+    Returns the stage's record: ``result`` holds ``questions`` (stored) and ``wall_time_s`` (measured
+    over every run of the stage), ``cached`` says that nothing was left to generate.
 
     The evaluation stage runs its jobs through here too, with their own ``items`` (perturbed ones),
     ``system`` (the review probe), a ``fingerprint`` that also covers those, and the ``rerun`` policy
@@ -140,8 +144,10 @@ def generate(
     fingerprint = fingerprint or config.config_hash()
     out = Path(config.out)
     resumable = check_stage(out, fingerprint, on_change) is not None  # raises before any model loads
-    done_before = {t.item_id for t in read_traces(out)} if resumable and (out / TRACES_FILE).exists() else set()
-    todo = [item for item in items if item.id not in done_before]
+    # The store is opened once (it reads every record): here when the run resumes, else after
+    # run_stage has made (or cleared) the directory.
+    store = TraceStore(out) if resumable and (out / TRACES_FILE).exists() else None
+    todo = [item for item in items if store is None or item.id not in store.done_ids]
     if config.backend == "ray" and not (own_items and system_is_registry):
         raise ValueError("backend ray runs registry systems on a task's own split (the workers rebuild both)")
     owned: Engine | None = None  # an engine this call built, and so closes
@@ -152,7 +158,8 @@ def generate(
             engine = owned = get_engine(config.engine, config.model, **config.engine_options_with_batch())
 
     def run() -> dict[str, Any]:
-        store = TraceStore(out)
+        nonlocal store
+        store = store or TraceStore(out)
         logger.info("%s: %d of %d questions done, %d to go", out, len(items) - len(todo), len(items), len(todo))
         if on_progress:
             on_progress(len(items) - len(todo), len(items))
@@ -174,8 +181,8 @@ def generate(
         return {"questions": len(store), "wall_time_s": total}
 
     try:
-        run_stage("generate", fingerprint, out, run, on_change=on_change, config=config.model_dump(mode="json"))
+        record = run_stage("generate", fingerprint, out, run, on_change=on_change, config=config.model_dump(mode="json"))
     finally:
         if owned is not None:
             close_engine(owned)
-    return TraceStore(out)
+    return replace(record, cached=record.cached or not todo)

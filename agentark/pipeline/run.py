@@ -47,7 +47,7 @@ from agentark.evaluate import (PERTURBATION_TYPES, PerturbedTask, Pricing, Revie
 from agentark.gate import GateConfig
 from agentark.mas import MultiAgentSystem
 from agentark.models.packs import DEFAULT_MODEL
-from agentark.pipeline.cache import EngineSlot, check_stage, free_memory
+from agentark.pipeline.cache import EngineSlot, free_memory
 from agentark.pipeline.distillation import Distilled, distill
 from agentark.pipeline.evaluation import EvalJob, Evaluated, evaluate_job
 from agentark.pipeline.generation import GenerateConfig, generate
@@ -295,12 +295,10 @@ class _Pipeline:
         self.emit(name, f"skipped: {skipped}" if skipped else "cached" if cached else "done", 1, 1)
 
     def generate(self) -> None:
-        config = self.config.generate_config()
-        record = check_stage(config.out, config.config_hash(), "refuse") or {}
-        cached = record.get("complete", False) and record.get("result", {}).get("questions", 0) >= config.n
-        generate(config, task=self.task, on_progress=partial(self.emit, "generate", "debating"))
+        record = generate(self.config.generate_config(), task=self.task,
+                          on_progress=partial(self.emit, "generate", "debating"))
         free_memory()
-        self.done("generate", cached)
+        self.done("generate", record.cached)
 
     def distill(self) -> dict[str, Distilled]:
         students: dict[str, Distilled] = {}

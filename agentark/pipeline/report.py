@@ -1,6 +1,7 @@
 """The pilot's last two stages: serve (latency over HTTP) and report (the rollout gate).
 
-Both are cached like every stage (:func:`~agentark.pipeline.cache.run_stage`) by what decides
+They run after the evaluations (:func:`agentark.pipeline.run.run_pipeline` imports this module
+late, so this one may import the pipeline's types). Both are cached like every stage (:func:`~agentark.pipeline.cache.run_stage`) by what decides
 their numbers: the evaluations' fingerprints, the load, the gate's settings.
 """
 
@@ -10,7 +11,7 @@ import json
 import logging
 import math
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agentark.config import stable_hash
 from agentark.engines import close_engine, get_engine
@@ -20,19 +21,16 @@ from agentark.gate import (Decision, HybridEstimate, ServedLatency, agreement_co
 from agentark.mas import get_system
 from agentark.mas.base import first_prompt
 from agentark.pipeline.cache import StageRecord, free_memory, run_stage
+from agentark.pipeline.run import MAS, Evaluations, PipelineConfig, _Pipeline, student_name
 from agentark.serve.loadtest import load_label, measure_served
 from agentark.serve.systems import Hybrid, SingleModel, Team
 from agentark.tasks import get_task
 from agentark.traces.store import write_json_atomic
 
-if TYPE_CHECKING:
-    from agentark.pipeline.run import Evaluations, PipelineConfig, _Pipeline
-
 logger = logging.getLogger(__name__)
 
 DECISION_FILE = "decision.json"
 SUMMARY_FILE = "summary.json"
-MAS = "debate"
 
 
 def hybrid_plan(config: PipelineConfig, ev: Evaluations) -> HybridEstimate | None:
@@ -56,8 +54,6 @@ def serve(config: PipelineConfig, ev: Evaluations, hybrid: HybridEstimate | None
     after the other and load-tested."""
     if not config.serve.enabled:
         return None
-    from agentark.pipeline.run import student_name
-
     student = {student_name(x): str(config.student_dir(x)) for x in config.strategies}[ev.gate_student]
     threshold = hybrid.threshold if hybrid is not None and math.isfinite(hybrid.threshold) else None
     e = config.evaluate
@@ -72,7 +68,7 @@ def serve(config: PipelineConfig, ev: Evaluations, hybrid: HybridEstimate | None
                   partial(_serve, config, run, ev.gate_student, student, threshold))
 
 
-def _serve(config: PipelineConfig, run: _Pipeline, student_name: str, student_model: str,
+def _serve(config: PipelineConfig, run: _Pipeline, student_label: str, student_model: str,
            threshold: float | None) -> dict[str, Any]:
     e, load = config.evaluate, config.serve
     task = get_task(config.task, **config.task_options)
@@ -81,7 +77,7 @@ def _serve(config: PipelineConfig, run: _Pipeline, student_name: str, student_mo
     student_engine = get_engine(student_kind, student_model, **student_options)
     teacher_engine = get_engine(teacher_kind, config.teacher, **teacher_options)
     team = Team(teacher_engine, get_system(MAS, **config.generate_config().system_options()), task)
-    systems: list[tuple[str, Any, float]] = [(student_name, SingleModel(student_engine), e.single_temperature),
+    systems: list[tuple[str, Any, float]] = [(student_label, SingleModel(student_engine), e.single_temperature),
                                              (MAS, team, e.sampling.temperature)]
     if threshold is not None and e.hybrid_k >= 2:
         systems.append(("hybrid", Hybrid(student_engine, team, task, threshold, k=e.hybrid_k), e.sampling.temperature))

@@ -393,7 +393,7 @@ def run_pipeline(config: PipelineConfig, on_event: EventCallback | None = None) 
     gate's :class:`~agentark.gate.Decision` as JSON) and ``stages`` (stage -> "ran" | "cached").
     Raises :class:`PipelineError` when no strategy produced a student.
     """
-    from agentark.pipeline.report import hybrid_plan, report, serve
+    from agentark.pipeline.report import hybrid_plan, report, serve  # it imports this module's types
 
     config.root.mkdir(parents=True, exist_ok=True)
     write_json_atomic(config.root / "pipeline.json", {"config": config.model_dump(mode="json")})

@@ -78,7 +78,7 @@ SAMPLING_FLAGS = {f"sampling.{name}": f"--{name.replace('_', '-')}" for name in 
 
 
 def _sampling_flags(**values: Any) -> dict[str, Any]:
-    return {f"sampling.{k}": v for k, v in values.items() if v is not None}
+    return {f"sampling.{k}": v for k, v in _given(**values).items()}
 
 
 # Options that several commands take, declared once.

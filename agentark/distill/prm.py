@@ -35,7 +35,7 @@ from pydantic import Field
 
 from agentark.config import StageConfig, stable_hash
 from agentark.distill.steps import STEP_SEPARATOR, RoundsSel, StepMode, build_step_dataset, segment_steps
-from agentark.distill.training import (LoraSettings, clear_manifest, data_hash,
+from agentark.distill.training import (LoraSettings, clear_manifest, data_hash, device_training_args,
                                        is_up_to_date, loss_curve, read_manifest, save_student,
                                        training_dtype_device, write_manifest)
 from agentark.models.loading import load_tokenizer, pick_device, pick_dtype, resolve_model
@@ -347,8 +347,7 @@ def _run_stage(name: str, model: Any, dataset: Any, collator: QuestionCollator, 
         save_strategy="no",
         report_to=[],
         remove_unused_columns=False,
-        bf16=device == "cuda",
-        dataloader_pin_memory=device == "cuda",
+        **device_training_args(device, activation_checkpointing=False),
         seed=config.seed,
         data_seed=config.seed,
     )

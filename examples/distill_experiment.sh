@@ -73,6 +73,7 @@ for strategy in $STRATEGIES; do
     agentark distill --strategy "$name" --traces "$TRACES" --model "$STUDENT" --out "$out" \
       --max-steps "$STEPS" --option "num_train_epochs=$NUM_EPOCHS" --option per_device_train_batch_size=4 \
       --option gradient_accumulation_steps=2 --option "max_length=$((TOK + 256))" --option per_question=all \
+      --option save_steps=10 \
       "${extra[@]}" "${TRAIN_ARGS[@]}"
   fi
   students+=(--model "$out")

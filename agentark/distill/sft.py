@@ -76,6 +76,9 @@ class SFTDistillConfig(StageConfig, LoraSettings):
     save_steps: int = Field(0, ge=0, description="Checkpoint every this many steps under <out>/checkpoints (0: "
                             "none); a re-run with the same inputs resumes from the last one.")
     max_length: int = Field(512, ge=16, description="Tokens per sample (prompt + completion); longer ones are cut.")
+    train_sampling_strategy: Literal["group_by_length", "random"] = Field(
+        "group_by_length", description="Batch order: group_by_length draws batches of similar length (traces vary "
+        "several-fold in length, so random batches carry much padding), random shuffles freely (TRL's default).")
     seed: int = 0
     activation_checkpointing: bool = Field(False, description="Recompute activations: less memory, ~20% slower.")
     report_to: str = "none"
@@ -152,6 +155,7 @@ def build_trainer(config: SFTDistillConfig, dataset: Any, tokenizer: Any, progre
         per_device_train_batch_size=config.per_device_train_batch_size,
         gradient_accumulation_steps=accumulation_steps(config, world_size()),
         max_length=config.max_length,
+        train_sampling_strategy=config.train_sampling_strategy,
         completion_only_loss=True,
         seed=config.seed,
         **device_training_args(device, config.activation_checkpointing),

@@ -79,8 +79,9 @@ for strategy in $STRATEGIES; do
   students+=(--model "$out")
 done
 
-# 3. Held-out: base, teacher alone and students greedy on N_EVAL items; the teams on the first N_TEAM_EVAL.
-agentark evaluate --model "$STUDENT" --model "$TEACHER" "${students[@]}" --no-base "${TASK_ARGS[@]}" \
+# 3. Held-out: base, students and teacher alone greedy on N_EVAL items (the cheap models first, so an
+#    interrupted run has the student-vs-base rows); the teams on the first N_TEAM_EVAL.
+agentark evaluate --model "$STUDENT" "${students[@]}" --model "$TEACHER" --no-base "${TASK_ARGS[@]}" \
   --split held-out --n "$N_EVAL" --max-new-tokens "$TOK" "${EVAL_ARGS[@]}" --out "$ROOT/eval"
 teams=()
 for model in $(printf '%s\n' "$TEACHER" "$STUDENT" | sort -u); do

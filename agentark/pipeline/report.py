@@ -74,6 +74,7 @@ def _serve(config: PipelineConfig, run: _Pipeline, student_label: str, student_m
     task = get_task(config.task, **config.task_options)
     conversations = [first_prompt(task, item) for item in task.items("held-out", load.requests)]
     (student_kind, student_options), (teacher_kind, teacher_options) = config.engine_for("student"), config.engine_for("teacher")
+    run.engines.release()  # the last evaluation's model (often the teacher): not a second copy in memory
     student_engine = get_engine(student_kind, student_model, **student_options)
     teacher_engine = get_engine(teacher_kind, config.teacher, **teacher_options)
     team = Team(teacher_engine, get_system(MAS, **config.generate_config().system_options()), task)

@@ -206,6 +206,25 @@ def models(verify: Annotated[bool, typer.Option(help="Check each installed pack'
     console.print(table)
 
 
+@app.command("export")
+def export_command(
+    student: Annotated[Path, typer.Argument(help="A LoRA student directory written by `agentark distill`.")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for the adapter, its config and the manifest.")],
+    base: Annotated[Optional[str], typer.Option(help="Base model named in the adapter's config "
+                                                     "(default: the student's manifest `base_model`).")] = None,
+) -> None:
+    """Publish a LoRA student as a bf16 safetensors adapter (no merged or base weights); `--model OUT`
+    then loads it anywhere the base resolves."""
+    from agentark.models.adapters import AdapterError, export_adapter
+
+    try:
+        path = export_adapter(student, out, base=base)
+    except (AdapterError, OSError, ValueError) as e:
+        _fail(str(e))
+    size = sum(p.stat().st_size for p in path.iterdir())
+    console.print(f"adapter of {student} in [green]{path}[/green] ({size / 2**20:.1f} MiB)")
+
+
 @app.command()
 def distill(
     strategy: Annotated[str, typer.Option(help="rsft (reasoning SFT), da (trajectory augmentation), sft (answer only), pad (PRM + GRPO) or opd (on-policy distillation from a teacher model or the team).")] = "rsft",

@@ -18,13 +18,12 @@ from typing import Any
 from pydantic import BaseModel, Field, model_validator
 
 from agentark.config import stable_hash
-
+from agentark.models.adapters import ADAPTER_DIR
 from agentark.traces.store import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
 MANIFEST_FILE = "manifest.json"
-ADAPTER_DIR = "adapter"
 
 
 def lora_config(r: int = 16, alpha: int = 32, dropout: float = 0.05, target_modules: str | list[str] = "all-linear"):
@@ -116,7 +115,8 @@ def is_up_to_date(out_dir: str | Path, fingerprint: str) -> bool:
 def save_student(model: Any, tokenizer: Any, out_dir: str | Path, merge: bool = True) -> Path:
     """Save a trained model so ``--model out_dir`` loads it like any HF model directory.
 
-    A PEFT model's adapter goes to ``out_dir/adapter`` (small, reusable on the base model); with
+    A PEFT model's adapter goes to ``out_dir/adapter`` (small, reusable on the base model, publishable
+    with ``agentark export``); with
     ``merge`` the adapter is also folded into the base weights and the full model saved to
     ``out_dir`` (the adapter-only form needs peft at load time, the merged one does not). A plain
     (fully fine-tuned) model is saved to ``out_dir`` as is, and a stale adapter from an earlier LoRA

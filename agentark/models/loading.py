@@ -10,15 +10,19 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from agentark.models.adapters import adapter_base, is_adapter_dir, merged_adapter
 from agentark.models.packs import MODEL_PACKS, materialize_pack
 
 logger = logging.getLogger(__name__)
 
 
 def resolve_model(name: str) -> str:
-    """Pack short name -> its cached safetensors dir; a local dir or ``org/name`` hub id unchanged."""
+    """Pack short name -> its cached safetensors dir; a published adapter dir -> its base with the adapter
+    merged (cached, :mod:`agentark.models.adapters`); a local dir or ``org/name`` hub id unchanged."""
     if name in MODEL_PACKS:
         return str(materialize_pack(name))
+    if is_adapter_dir(name):
+        return str(merged_adapter(name, resolve_model(adapter_base(name))))
     if Path(name).exists() or (name.count("/") == 1 and not name.startswith((".", "/"))):
         return name
     raise ValueError(
@@ -39,7 +43,8 @@ def pick_dtype(dtype: str = "auto", device: str = "cpu") -> Any:
     """``auto`` is bf16 on CUDA and on a CPU with native bf16 (AVX512-BF16 or AMX), fp32 on other CPUs.
 
     Inference only: on an AVX2-only CPU bf16 is emulated and slower than fp32, so it is never the
-    default there (:mod:`agentark.models.hardware`). Training on CPU stays fp32 (``training_dtype_device``).
+    default there (:mod:`agentark.models.hardware`). Training keeps fp32 weights on CPU and autocasts
+    (``agentark.distill.training.device_training_args``).
     """
     import torch
 

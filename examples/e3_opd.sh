@@ -8,12 +8,11 @@ ROOT=${ROOT:-runs/e1}
 DATA=${DATA:-../shared/data/gsm8k/train.jsonl}
 N_TRAIN=${N_TRAIN:-300} N_EVAL=${N_EVAL:-300} TOK=${TOK:-768} STEPS=${STEPS:-100}
 BIG=qwen2.5-coder-1.5b-instruct SMALL=qwen2.5-coder-0.5b-instruct
-read -ra EVAL_ARGS <<< "${EVAL_OPTS:---engine llamacpp --engine-option outtype=f16}"
+source "$(dirname "$0")/engine_flags.sh"
 TASK_ARGS=(--task gsm8k --data "$DATA")
 
 # The 0.5B team's own debate on the same train questions (the 1.5B team's comes from E1).
-agentark generate "${TASK_ARGS[@]}" --max-new-tokens "$TOK" --engine-option n_ctx_per_seq=$((TOK * 4 + 1024)) \
-  --system debate --agents 3 --rounds 2 --n "$N_TRAIN" --model "$SMALL" --temperature 0.7 \
+agentark generate "${TASK_ARGS[@]}" "${GEN[@]}" --system debate --agents 3 --rounds 2 --n "$N_TRAIN" --model "$SMALL" --temperature 0.7 \
   --out "$ROOT/train/debate-$SMALL"
 
 OPD=(--strategy opd --model "$SMALL" --max-steps "$STEPS" --option "max_completion_length=$TOK")

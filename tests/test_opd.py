@@ -8,6 +8,7 @@ import pytest
 from trace_factory import GOLD, make_trace
 
 from agentark.distill.opd import OPDConfig, check_vocabularies, last_checkpoint, opd_rows, train_opd
+from agentark.models.loading import pick_dtype
 from agentark.traces.store import TraceStore
 from tiny_model import build_tiny_model
 
@@ -72,6 +73,9 @@ def test_loss_falls_and_the_teacher_sees_the_team(setup, tiny_model_dir, monkeyp
     manifest = json.loads((out / "manifest.json").read_text())
     losses = [p["loss"] for p in manifest["train"]["loss_curve"]]
     assert len(losses) == 12 and sum(losses[-3:]) < sum(losses[:3])
+    assert manifest["train"]["peak_rss_gib"] > 0 and manifest["train"]["metrics"]["train_runtime"] > 0
+    assert manifest["teacher_dtype"] == str(pick_dtype("auto", "cpu")).removeprefix("torch.")
+    assert not (out / "checkpoints").exists()
     teacher_inputs = [text for who, text in seen if who == "teacher"]
     student_inputs = [text for who, text in seen if who == "student"]
     assert teacher_inputs and all("agents reached this answer" in t for t in teacher_inputs)

@@ -26,6 +26,8 @@ teacher without a trace for a question skips that question (counted in the manif
 from __future__ import annotations
 
 import logging
+import resource
+import shutil
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -39,7 +41,7 @@ from agentark.distill.training import (LoraSettings, OnPolicySettings, clear_man
                                        device_training_args, is_up_to_date, loss_curve, save_student,
                                        training_dtype_device, write_manifest)
 from agentark.mas.prompts import team_context
-from agentark.models.loading import load_tokenizer, resolve_model
+from agentark.models.loading import load_tokenizer, pick_dtype, resolve_model
 from agentark.models.packs import DEFAULT_MODEL
 from agentark.traces.schema import QuestionTrace
 from agentark.traces.store import read_traces
@@ -176,7 +178,11 @@ def train_opd(config: OPDConfig) -> Path:
     dtype, device = training_dtype_device()
     tokenizer = load_tokenizer(config.model)
     student = AutoModelForCausalLM.from_pretrained(resolve_model(config.model), dtype=dtype, use_safetensors=True)
-    teacher = AutoModelForCausalLM.from_pretrained(resolve_model(config.teacher), dtype=dtype, use_safetensors=True)
+    # The teacher is frozen, so it needs no fp32 master weights: the device's fast inference dtype (bf16 on
+    # CUDA and on a CPU with native bf16) halves its memory, the larger share of the two models.
+    teacher_dtype = pick_dtype("auto", device)
+    teacher = AutoModelForCausalLM.from_pretrained(resolve_model(config.teacher), dtype=teacher_dtype,
+                                                   use_safetensors=True)
     check_vocabularies(config.model, config.teacher, student.get_output_embeddings().weight.shape[0],
                        teacher.get_output_embeddings().weight.shape[0])
     clear_manifest(out)
@@ -203,16 +209,20 @@ def train_opd(config: OPDConfig) -> Path:
     resume = last_checkpoint(out)
     logger.info("opd (%s teacher %s): %d questions, %d steps%s", config.teacher_context, config.teacher, len(rows),
                 config.max_steps, f", resuming from {resume}" if resume else "")
-    trainer.train(resume_from_checkpoint=resume)
+    result = trainer.train(resume_from_checkpoint=resume)
     save_student(trainer.model, tokenizer, out, merge=True)
+    shutil.rmtree(out / CHECKPOINTS_DIR, ignore_errors=True)  # the student is complete: checkpoints are spent
     write_manifest(out, {
         "strategy": "opd",
         "fingerprint": fingerprint,
         "base_model": config.model,
         "teacher": config.teacher,
+        "teacher_dtype": str(teacher_dtype).removeprefix("torch."),
         "config": config.model_dump(mode="json"),
         "traces": {"source": str(config.traces), "questions": len(rows), "skipped_no_team_answer": skipped},
         "train": {"loss_curve": loss_curve(trainer.state.log_history), "global_step": trainer.state.global_step,
-                  "resumed_from": resume},
+                  "resumed_from": resume, "metrics": result.metrics,
+                  # Both models and the sampled batch live in this process: what "fits the machine" means.
+                  "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20},
     })
     return out

@@ -49,7 +49,9 @@ def test_export_writes_bf16_adapter_with_portable_base_and_loads_back(lora_stude
     tensors = load_file(published / "adapter_model.safetensors")
     assert tensors and all(t.dtype == torch.bfloat16 for t in tensors.values())
     assert json.loads((published / "adapter_config.json").read_text())["base_model_name_or_path"] == str(tiny_model_dir)
-    assert json.loads((published / "manifest.json").read_text())["strategy"] == "rsft"
+    manifest = json.loads((published / "manifest.json").read_text())
+    assert manifest["strategy"] == "rsft" and manifest["exported"]["fingerprint"] == "abc"
+    assert manifest["fingerprint"] != "abc"  # the bf16 copy is not the fp32 student the fingerprint named
     assert is_adapter_dir(published) and not is_adapter_dir(student)
 
     merged = resolve_model(str(published))

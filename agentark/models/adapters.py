@@ -82,8 +82,11 @@ def export_adapter(student_dir: str | Path, out_dir: str | Path, base: str | Non
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(tensors, out_dir / ADAPTER_WEIGHTS, metadata={"format": "pt"})
     (out_dir / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    if manifest:
-        (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    # The bf16 copy is a model of its own: its fingerprint (what evaluation caches key on) is its bytes'.
+    manifest = {**manifest, "base_model": base,
+                "fingerprint": hashlib.sha256((out_dir / ADAPTER_WEIGHTS).read_bytes()).hexdigest()[:16],
+                "exported": {"from": str(student_dir), "fingerprint": manifest.get("fingerprint"), "dtype": "bfloat16"}}
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return out_dir
 
 

@@ -8,8 +8,9 @@
 #   N_TRAIN=16 N_EVAL=24 bash examples/distill_experiment.sh          # a small arithmetic run
 #
 # Settings (environment): TEACHER, STUDENT (model packs, paths or hub ids), TASK, DATA (file tasks),
-# N_TRAIN (debated train questions), N_EVAL (held-out items for single-model systems), N_TEAM_EVAL
-# (held-out items for the debates and self-consistency, a prefix of the same items), TOK (token cap),
+# ROOT (output root), TEAMS (root of the debates' runs, default ROOT), N_TRAIN (debated train questions),
+# N_EVAL (held-out items for single-model systems), N_TEAM_EVAL (held-out items for the debates and
+# self-consistency, a prefix of the same items), TOK (token cap),
 # STRATEGIES, TRAIN_OPTS (extra `agentark distill` flags), EVAL_OPTS (engine flags of the evaluations).
 set -euo pipefail
 TEACHER=${TEACHER:-qwen2.5-coder-0.5b-instruct}
@@ -20,6 +21,7 @@ N_EVAL=${N_EVAL:-32}
 N_TEAM_EVAL=${N_TEAM_EVAL:-$N_EVAL}
 TOK=${TOK:-256}
 ROOT=${ROOT:-runs/$TASK}
+TEAMS=${TEAMS:-$ROOT}            # where the debates go (train/ and eval/): shared by runs with one teacher
 STRATEGIES=${STRATEGIES:-rsft da sft}
 STEPS=${STEPS:--1}               # -1: NUM_EPOCHS epochs
 NUM_EPOCHS=${NUM_EPOCHS:-2}
@@ -36,10 +38,10 @@ label() { basename "$1"; }
 # 1. The team on the train questions (sampled, consensus stop), and the student alone on them: the
 #    questions the team gets right and the student does not are what only the team can teach.
 agentark generate "${TASK_ARGS[@]}" "${GEN[@]}" --system debate --agents 3 --rounds 2 --n "$N_TRAIN" \
-  --model "$TEACHER" --temperature 0.7 --out "$ROOT/train/debate-$(label "$TEACHER")"
+  --model "$TEACHER" --temperature 0.7 --out "$TEAMS/train/debate-$(label "$TEACHER")"
 agentark generate "${TASK_ARGS[@]}" "${GEN[@]}" --system single --n "$N_TRAIN" --model "$STUDENT" \
   --temperature 0 --out "$ROOT/train/single-$(label "$STUDENT")"
-TRACES="$ROOT/train/debate-$(label "$TEACHER")"
+TRACES="$TEAMS/train/debate-$(label "$TEACHER")"
 agentark summarize "$TRACES"
 
 # 2. One student per strategy.
@@ -74,13 +76,13 @@ agentark evaluate --model "$STUDENT" "${students[@]}" --model "$TEACHER" --no-ba
 teams=()
 for model in $(printf '%s\n' "$TEACHER" "$STUDENT" | sort -u); do
   agentark generate "${TASK_ARGS[@]}" "${GEN[@]}" --split held-out --system debate --agents 3 --rounds 2 \
-    --n "$N_TEAM_EVAL" --model "$model" --temperature 0.7 --out "$ROOT/eval/debate-$(label "$model")"
-  teams+=("debate-$(label "$model")=$ROOT/eval/debate-$(label "$model")")
+    --n "$N_TEAM_EVAL" --model "$model" --temperature 0.7 --out "$TEAMS/eval/debate-$(label "$model")"
+  teams+=("debate-$(label "$model")=$TEAMS/eval/debate-$(label "$model")")
 done
 # Self-consistency of the student's base at the teacher debate's generated-token budget per question.
 SC_K=$(python -c "import sys; from agentark.evaluate.metrics import sc_k_for_budget; from agentark.traces.store \
 import read_traces as r; print(sc_k_for_budget(list(r(sys.argv[1])), list(r(sys.argv[2]))))" \
-  "$ROOT/eval/debate-$(label "$TEACHER")" "$ROOT/eval/$(label "$STUDENT")")
+  "$TEAMS/eval/debate-$(label "$TEACHER")" "$ROOT/eval/$(label "$STUDENT")")
 agentark generate "${TASK_ARGS[@]}" "${GEN[@]}" --split held-out --system self_consistency --agents "$SC_K" \
   --n "$N_TEAM_EVAL" --model "$STUDENT" --temperature 0.7 --out "$ROOT/eval/sc-$(label "$STUDENT")"
 

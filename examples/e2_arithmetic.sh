@@ -6,5 +6,7 @@ export TEACHER=qwen2.5-coder-0.5b-instruct TASK=arithmetic
 export N_TRAIN=${N_TRAIN:-200} N_EVAL=${N_EVAL:-200} N_TEAM_EVAL=${N_TEAM_EVAL:-200} TOK=${TOK:-256}
 export STRATEGIES=${STRATEGIES:-"rsft da sft"}
 dir=$(dirname "$0")
-STUDENT=smollm2-135m-instruct ROOT=${ROOT:-runs/e2}/to-135m bash "$dir/distill_experiment.sh"
-STUDENT=qwen2.5-coder-0.5b-instruct ROOT=${ROOT:-runs/e2}/to-0.5b bash "$dir/distill_experiment.sh"
+# One debate on the train questions and one per model on the held-out items, shared by both runs.
+export TEAMS=${ROOT:-runs/e2}
+STUDENT=smollm2-135m-instruct ROOT=$TEAMS/to-135m bash "$dir/distill_experiment.sh"
+STUDENT=qwen2.5-coder-0.5b-instruct ROOT=$TEAMS/to-0.5b bash "$dir/distill_experiment.sh"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # E2: the 0.5B team's debate on the built-in arithmetic task -> the 135M SmolLM2 (which scores ~0
 # alone, so any transferred skill is visible), and 0.5B -> 0.5B self-distillation. Token cap 512: at
-# 256, 11 of 24 final turns of the 0.5B's arithmetic debate were cut mid-derivation (runs/demo-main3).
+# 256, 11 of 24 final turns of the 0.5B's debate in examples/demo.yaml were cut mid-derivation.
 set -euo pipefail
 export TEACHER=qwen2.5-coder-0.5b-instruct TASK=arithmetic
 export N_TRAIN=${N_TRAIN:-200} N_EVAL=${N_EVAL:-200} N_TEAM_EVAL=${N_TEAM_EVAL:-200} TOK=${TOK:-512}

@@ -18,8 +18,10 @@ with a ``config_hash``: that hash is read as their fingerprint, so they resume u
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+import os
 import shutil
 import sys
 import time
@@ -70,28 +72,45 @@ def check_stage(out_dir: str | Path, fingerprint: str, on_change: Literal["rerun
 
 
 def run_stage(name: str, fingerprint: str, out_dir: str | Path, fn: Callable[[], dict[str, Any]],
-              on_change: Literal["rerun", "refuse"] = "rerun", config: dict[str, Any] | None = None) -> StageRecord:
+              on_change: Literal["rerun", "refuse"] = "rerun", config: dict[str, Any] | None = None,
+              force: bool = False) -> StageRecord:
     """Run ``fn`` (which writes into ``out_dir`` and returns a JSON-able result) unless already done.
 
     ``config`` (the stage's settings, for people and for :func:`agentark.traces.task_of_run`) is
-    stored in the record. See the module docstring for the two ``on_change`` policies.
+    stored in the record. See the module docstring for the two ``on_change`` policies. ``force``
+    runs a finished stage again in place (what it left, e.g. a trainer's checkpoints, stays).
     """
     out = Path(out_dir)
-    record = check_stage(out, fingerprint, on_change)
-    if record is not None and record.get("complete") and on_change == "rerun":
-        logger.info("%s: unchanged (fingerprint %s), skipped", name, fingerprint)
-        return StageRecord(name, fingerprint, record.get("result", {}), cached=True)
-    if record is None and out.exists():
-        logger.info("%s: inputs changed (now fingerprint %s); clearing %s", name, fingerprint, out)
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    main = int(os.environ.get("RANK", "0")) == 0
     base = {"stage": name, "fingerprint": fingerprint, **({"config": config} if config is not None else {})}
-    write_json_atomic(out / STAGE_FILE, {**base, "complete": False})
+    with _main_process_first():  # under accelerate launch, the others see the record the main one left
+        record = check_stage(out, fingerprint, on_change)
+        if record is not None and record.get("complete") and on_change == "rerun" and not force:
+            logger.info("%s: unchanged (fingerprint %s), skipped", name, fingerprint)
+            return StageRecord(name, fingerprint, record.get("result", {}), cached=True)
+        if main:
+            if record is None and out.exists():
+                logger.info("%s: inputs changed (now fingerprint %s); clearing %s", name, fingerprint, out)
+                shutil.rmtree(out)
+            out.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(out / STAGE_FILE, {**base, "complete": False})
     start = time.perf_counter()
     result = fn()
-    write_json_atomic(out / STAGE_FILE, {**base, "complete": True, "result": result,
-                                         "duration_s": time.perf_counter() - start})
+    if main:
+        write_json_atomic(out / STAGE_FILE, {**base, "complete": True, "result": result,
+                                             "duration_s": time.perf_counter() - start})
     return StageRecord(name, fingerprint, result, cached=False)
+
+
+def _main_process_first() -> contextlib.AbstractContextManager:
+    """One process (``RANK`` 0) checks, clears and records a stage dir before the others read it:
+    without this, a second process of ``accelerate launch`` sees the first one's half-written
+    directory as foreign files. A single process needs no process group and gets none."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return contextlib.nullcontext()
+    from accelerate import PartialState  # the process group the trainer joins anyway
+
+    return PartialState().main_process_first()
 
 
 def free_memory() -> None:

@@ -20,8 +20,8 @@ from typing import Any
 from agentark.config import stable_hash
 from agentark.distill.registry import get_strategy
 from agentark.distill.training import read_manifest
-from agentark.pipeline.cache import check_stage, free_memory, run_stage
-from agentark.traces.store import TRACES_FILE, STAGE_FILE, read_traces
+from agentark.pipeline.cache import free_memory, run_stage
+from agentark.traces.store import TRACES_FILE, read_traces
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +55,6 @@ def distill(strategy: str, config: Any, traces: str | Path,
     spec = get_strategy(strategy)
     fingerprint = stable_hash({**spec.identity(config), "traces": traces_fingerprint(traces)})
     out = Path(config.out)
-    if getattr(config, "force", False) and check_stage(out, fingerprint) is not None:
-        (out / STAGE_FILE).unlink()  # retrain in place: checkpoints and the old manifest are the trainer's
 
     def train() -> dict[str, Any]:
         reason = spec.empty(config, list(read_traces(traces)))
@@ -67,7 +65,9 @@ def distill(strategy: str, config: Any, traces: str | Path,
         free_memory()
         return {"fingerprint": read_manifest(path)["fingerprint"]}
 
-    record = run_stage(f"distill:{strategy}", fingerprint, out, train, config=config.model_dump(mode="json"))
+    # force retrains in place: checkpoints and the old manifest are the trainer's
+    record = run_stage(f"distill:{strategy}", fingerprint, out, train, config=config.model_dump(mode="json"),
+                       force=getattr(config, "force", False))
     if "skipped" in record.result:
         return Distilled(strategy, None, None, record.cached, skipped=record.result["skipped"])
     return Distilled(strategy, out, record.result["fingerprint"], record.cached)

@@ -92,6 +92,7 @@ BatchSizeOpt = Annotated[Optional[int], typer.Option(help="Sequences decoded tog
 ChunkSizeOpt = Annotated[Optional[int], typer.Option(help="Questions per batch; traces are saved after each. [default: 16]")]
 BackendOpt = Annotated[Optional[str], typer.Option(help="local (one process) or ray (chunks over Ray actors, one engine each). [default: local]")]
 WorkersOpt = Annotated[Optional[int], typer.Option(help="Ray actors (--backend ray). [default: 2]")]
+SkipOpt = Annotated[Optional[int], typer.Option(help="Skip the first SKIP questions of the split: `--split train --skip 200` is a dev slice past the 200 questions a team debated, to tune on without touching held-out items. [default: 0]")]
 ConfigOpt = Annotated[Optional[Path], typer.Option(help="YAML with the command's config fields (flags given here override it).")]
 
 
@@ -105,6 +106,7 @@ def generate(
     model: Annotated[Optional[str], typer.Option(help="Model pack name, local path or HF hub id. [default: the embedded pack]")] = None,
     out: Annotated[Optional[str], typer.Option(help="Run directory (traces.jsonl, stage.json). [default: runs/debate]")] = None,
     split: Annotated[Optional[str], typer.Option(help="train or held-out. [default: train]")] = None,
+    skip: SkipOpt = None,
     data: DataOpt = None,
     task_option: TaskOptionOpt = None,
     temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature (0 = greedy). [default: 0.7]")] = None,
@@ -132,7 +134,7 @@ def generate(
     from agentark.pipeline.generation import GenerateConfig
     from agentark.pipeline.generation import generate as run_generate
 
-    flags = {**_given(task=task, system=system, agents=agents, rounds=rounds, n=n, model=model, out=out, split=split,
+    flags = {**_given(task=task, system=system, agents=agents, rounds=rounds, n=n, model=model, out=out, split=split, skip=skip,
                       engine=engine, batch_size=batch_size, chunk_size=chunk_size, summarizer=summarizer,
                       early_stop=early_stop, backend=backend, workers=workers, worker_cpus=worker_cpus,
                       worker_gpus=worker_gpus, ray_address=ray_address),
@@ -270,6 +272,7 @@ def evaluate(
     task_option: TaskOptionOpt = None,
     split: Annotated[Optional[str], typer.Option(help="held-out (questions never used for training traces) or train. [default: held-out]")] = None,
     n: Annotated[Optional[int], typer.Option(help="Number of questions. [default: 50]")] = None,
+    skip: SkipOpt = None,
     base: Annotated[Optional[bool], typer.Option("--base/--no-base", help="Also evaluate each student's base model on the same items. [default: yes]")] = None,
     engine: Annotated[Optional[str], typer.Option(help="Engine of every model (compare a student and its base on one engine): auto, hf, llamacpp, openai, vllm. [default: hf]")] = None,
     engine_option: EngineOptionOpt = None,
@@ -293,7 +296,7 @@ def evaluate(
     from agentark.pipeline.evaluation import EvaluateConfig, base_model_of, evaluate_models, model_label
     from agentark.traces import write_json_atomic
 
-    flags = {**_given(models=model or None, task=task, split=split, n=n, base=base, engine=engine,
+    flags = {**_given(models=model or None, task=task, split=split, skip=skip, n=n, base=base, engine=engine,
                       batch_size=batch_size, chunk_size=chunk_size, backend=backend, workers=workers, out=out),
              **_sampling_flags(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed),
              **_task_flags(data, task_option), **_engine_flags(engine_option)}

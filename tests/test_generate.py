@@ -113,12 +113,25 @@ def test_a_run_made_before_the_stage_record_keeps_its_hash_and_resumes(tmp_path)
     assert GenerateConfig(**{**LEGACY_CONFIG, "engine_options": {"dtype": "float32"}}).config_hash() != "2f47db8d6e9638ec"
     held_out = {**LEGACY_CONFIG["task_options"], "held_out": 500}  # a default written out: same items, same hash
     assert GenerateConfig(**{**LEGACY_CONFIG, "task_options": held_out}).config_hash() == "2f47db8d6e9638ec"
+    assert GenerateConfig(**{**LEGACY_CONFIG, "skip": 0}).config_hash() == "2f47db8d6e9638ec"
+    assert GenerateConfig(**{**LEGACY_CONFIG, "skip": 200}).config_hash() != "2f47db8d6e9638ec"
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"config_hash": "2f47db8d6e9638ec", "config": LEGACY_CONFIG}))
     assert check_stage(run, cfg.config_hash(), "refuse") is not None
     with pytest.raises(RunConfigMismatch):
         check_stage(run, GenerateConfig(**{**LEGACY_CONFIG, "seed": 1}).config_hash(), "refuse")
+
+
+def test_skip_is_a_dev_slice_past_the_first_questions(tiny_model_dir, tmp_path):
+    """`--split train --skip 3` runs the questions after the 3 a team debated, none of them."""
+    from agentark.tasks import get_task
+
+    cfg = GenerateConfig(model=str(tiny_model_dir), engine="hf", system="single", n=2, skip=3, max_new_tokens=4,
+                         out=str(tmp_path / "dev"))
+    generate(cfg)
+    items = get_task("arithmetic").items("train", 5)
+    assert _ids(tmp_path / "dev") == [item.id for item in items[3:]]
 
 
 def test_bad_settings_leave_no_run_directory(tmp_path):

@@ -117,7 +117,9 @@ class EvaluateConfig(StageConfig, WithSampling):
     task: str = "arithmetic"
     task_options: dict[str, Any] = Field(default_factory=dict)
     split: Literal["train", "held-out"] = "held-out"
-    n: int = Field(50, ge=1, description="Questions (the first n of the split).")
+    n: int = Field(50, ge=1, description="Questions (the first n of the split after `skip`).")
+    skip: int = Field(0, ge=0, description="Questions of the split passed over first (`split: train, skip: 200`: a dev "
+                      "slice past the debated train questions).")
     sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.0),
                                      description="Greedy by default, as single-model benchmarks are run.")
     engine: str = Field("hf", description="One engine for every model, so that a student and its base compare; hf "
@@ -137,7 +139,7 @@ class EvaluateConfig(StageConfig, WithSampling):
 
     def job(self, model: str) -> EvalJob:
         run = GenerateConfig(
-            task=self.task, task_options=self.task_options, split=self.split, n=self.n, system="single", model=model,
+            task=self.task, task_options=self.task_options, split=self.split, skip=self.skip, n=self.n, system="single", model=model,
             model_revision=model_revision(model), engine=self.engine, engine_options=self.engine_options,
             sampling=self.sampling, batch_size=self.batch_size, chunk_size=self.chunk_size, backend=self.backend,
             workers=self.workers, out=str(Path(self.out) / model_label(model)))

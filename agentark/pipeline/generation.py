@@ -40,7 +40,9 @@ class GenerateConfig(StageConfig, WithSampling):
     task_options: dict[str, Any] = Field(default_factory=dict, description="The task's settings (typed per task: "
                                          "agentark.tasks.TASK_SETTINGS), e.g. path for file tasks.")
     split: Literal["train", "held-out"] = "train"
-    n: int = Field(50, ge=1, description="Number of questions (the first n of the split).")
+    n: int = Field(50, ge=1, description="Number of questions (the first n of the split after `skip`).")
+    skip: int = Field(0, ge=0, description="Questions of the split passed over first: a dev slice past the ones a "
+                      "team debated (`split: train, skip: 200`), to tune on without reading held-out items.")
     system: str = Field("debate", description="single, self_consistency or debate.")
     agents: int = Field(3, ge=1, description="Debate agents, or k samples for self_consistency.")
     rounds: int = Field(2, ge=1, description="Debate rounds (1 = no revision).")
@@ -85,7 +87,7 @@ class GenerateConfig(StageConfig, WithSampling):
         """What decides the traces: task, system, model (or its revision), engine kind, sampling, and the engine options
         that change outputs (only when set away from their defaults, so that runs made before an
         option existed keep their hash and resume)."""
-        identity = self.model_dump(exclude={*self.operational_fields, "sampling"})
+        identity = self.model_dump(exclude={*self.operational_fields, "sampling", *(() if self.skip else ("skip",))})
         identity["task_options"] = task_settings(self.task, self.task_options).identity()  # defaults left out
         if self.model_revision:  # a student's weights are named by their fingerprint, not by where they lie
             identity["model"] = ""
@@ -124,7 +126,7 @@ def generate(
     fingerprint: str | None = None,
     on_change: Literal["refuse", "rerun"] = "refuse",
 ) -> StageRecord:
-    """Run ``config.system`` on the first ``config.n`` questions, appending to ``<out>/traces.jsonl``.
+    """Run ``config.system`` on ``config.n`` questions (after the first ``config.skip``), appending to ``<out>/traces.jsonl``.
 
     Returns the stage's record: ``result`` holds ``questions`` (stored) and ``wall_time_s`` (measured
     over every run of the stage), ``cached`` says that nothing was left to generate.
@@ -140,7 +142,7 @@ def generate(
     system_is_registry = system is None
     system = system or get_system(config.system, **config.system_options())
     own_items = items is None
-    items = task.items(config.split, config.n) if own_items else items
+    items = task.items(config.split, config.skip + config.n)[config.skip:] if own_items else items
     fingerprint = fingerprint or config.config_hash()
     out = Path(config.out)
     resumable = check_stage(out, fingerprint, on_change) is not None  # raises before any model loads

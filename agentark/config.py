@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import zlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,6 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from agentark.engines.base import SamplingParams
 from agentark.errors import one_line_error
+
+
+def world_size() -> int:
+    """Processes working together (``accelerate launch`` / torchrun set ``WORLD_SIZE``)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def stable_hash(obj: Any) -> str:

@@ -12,7 +12,6 @@ training data and every setting that changes the weights.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from agentark.config import StageConfig, stable_hash
+from agentark.config import StageConfig, stable_hash, world_size
 from agentark.distill.data import (
     Sample,
     build_samples,
@@ -114,11 +113,6 @@ def _progress_callback(progress: Progress):
             progress(state.global_step, state.max_steps)
 
     return _StepProgress()
-
-
-def world_size() -> int:
-    """Processes training together (``accelerate launch`` / torchrun set ``WORLD_SIZE``)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def accumulation_steps(config: SFTDistillConfig, processes: int) -> int:

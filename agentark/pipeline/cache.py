@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from agentark.config import stable_hash
+from agentark.config import stable_hash, world_size
 from agentark.engines import Engine, close_engine, get_engine
 from agentark.traces.store import STAGE_FILE, stage_record, write_json_atomic
 
@@ -106,7 +106,7 @@ def _main_process_first() -> contextlib.AbstractContextManager:
     """One process (``RANK`` 0) checks, clears and records a stage dir before the others read it:
     without this, a second process of ``accelerate launch`` sees the first one's half-written
     directory as foreign files. A single process needs no process group and gets none."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if world_size() <= 1:
         return contextlib.nullcontext()
     from accelerate import PartialState  # the process group the trainer joins anyway
 

@@ -83,6 +83,10 @@ class GenerateConfig(StageConfig, WithSampling):
         get_system(self.system, **self.system_options())
         return self
 
+    def questions(self, task: Task) -> list[Item]:
+        """The ``n`` questions of the split after the first ``skip``: one rule for every process."""
+        return task.items(self.split, self.skip + self.n)[self.skip:]
+
     def config_hash(self) -> str:
         """What decides the traces: task, system, model (or its revision), engine kind, sampling, and the engine options
         that change outputs (only when set away from their defaults, so that runs made before an
@@ -126,7 +130,7 @@ def generate(
     fingerprint: str | None = None,
     on_change: Literal["refuse", "rerun"] = "refuse",
 ) -> StageRecord:
-    """Run ``config.system`` on ``config.n`` questions (after the first ``config.skip``), appending to ``<out>/traces.jsonl``.
+    """Run ``config.system`` on ``config.questions``, appending to ``<out>/traces.jsonl``.
 
     Returns the stage's record: ``result`` holds ``questions`` (stored) and ``wall_time_s`` (measured
     over every run of the stage), ``cached`` says that nothing was left to generate.
@@ -142,7 +146,7 @@ def generate(
     system_is_registry = system is None
     system = system or get_system(config.system, **config.system_options())
     own_items = items is None
-    items = task.items(config.split, config.skip + config.n)[config.skip:] if own_items else items
+    items = config.questions(task) if own_items else items
     fingerprint = fingerprint or config.config_hash()
     out = Path(config.out)
     resumable = check_stage(out, fingerprint, on_change) is not None  # raises before any model loads

@@ -51,7 +51,7 @@ class GenerateWorker:
         if c.engine == "llamacpp":
             options.setdefault("n_threads", max(1, threads))
         self.engine = get_engine(c.engine, c.model, **options)
-        self.items = {item.id: item for item in self.task.items(c.split, c.skip + c.n)}
+        self.items = {item.id: item for item in c.questions(self.task)}
 
     def run(self, item_ids: list[str]) -> list[dict]:
         from agentark.pipeline.generation import run_chunk

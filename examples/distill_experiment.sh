@@ -11,7 +11,8 @@
 # ROOT (output root), TEAMS (root of the debates' runs, default ROOT), N_TRAIN (debated train questions),
 # N_EVAL (held-out items for single-model systems), N_TEAM_EVAL (held-out items for the debates and
 # self-consistency, a prefix of the same items), TOK (token cap),
-# STRATEGIES, TRAIN_OPTS (extra `agentark distill` flags), EVAL_OPTS (engine flags of the evaluations).
+# STRATEGIES, TRAIN_OPTS (extra `agentark distill` flags), EVAL_OPTS (engine flags of the evaluations),
+# KEEP (a folder in git that keeps every trace of TEAMS, examples/keep.sh: restored first, saved on exit).
 set -euo pipefail
 TEACHER=${TEACHER:-qwen2.5-coder-0.5b-instruct}
 STUDENT=${STUDENT:-$TEACHER}
@@ -34,6 +35,10 @@ else
   TASK_ARGS=(--task "$TASK" --data "${DATA:?set DATA to the data file}")
 fi
 label() { basename "$1"; }
+if [[ -n "${KEEP:-}" ]]; then
+  bash "$(dirname "$0")/keep.sh" restore "$TEAMS" "$KEEP"
+  trap 'bash "$(dirname "$0")/keep.sh" save "$TEAMS" "$KEEP"' EXIT
+fi
 
 # 1. The team on the train questions (sampled, consensus stop), and the student alone on them: the
 #    questions the team gets right and the student does not are what only the team can teach.

@@ -9,6 +9,7 @@ export STRATEGIES=${STRATEGIES:-"rsft da sft"}
 dir=$(dirname "$0")
 # One debate on the train questions and one per model on the held-out items, shared by both runs.
 export TEAMS=${ROOT:-runs/e2}
+export KEEP=${KEEP-results/e2/kept}   # every trace of runs/e2, kept in git (examples/keep.sh)
 # The 135M's learning rate and epochs come from the dev slice (examples/e2_tune_135m.sh,
 # results/e2/dev-135m.md: LoRA lr 1e-3 x 4 epochs 0.09 vs lr 2e-4 x 2 epochs 0.04, base 0.03).
 STUDENT=smollm2-135m-instruct ROOT=$TEAMS/to-135m NUM_EPOCHS=4 TRAIN_OPTS="--learning-rate 1e-3 ${TRAIN_OPTS:-}" \

@@ -42,10 +42,10 @@ fi
 
 # 1. The team on the train questions (sampled, consensus stop), and the student alone on them: the
 #    questions the team gets right and the student does not are what only the team can teach.
-agentark generate "${TASK_ARGS[@]}" "${GEN[@]}" --system debate --agents 3 --rounds 2 --n "$N_TRAIN" \
-  --model "$TEACHER" --temperature 0.7 --out "$TEAMS/train/debate-$(label "$TEACHER")"
-agentark generate "${TASK_ARGS[@]}" "${GEN[@]}" --system single --n "$N_TRAIN" --model "$STUDENT" \
-  --temperature 0 --out "$ROOT/train/single-$(label "$STUDENT")"
+generate "$TEAMS/train/debate-$(label "$TEACHER")" "${TASK_ARGS[@]}" --system debate --agents 3 --rounds 2 \
+  --n "$N_TRAIN" --model "$TEACHER" --temperature 0.7
+generate "$ROOT/train/single-$(label "$STUDENT")" "${TASK_ARGS[@]}" --system single --n "$N_TRAIN" --model "$STUDENT" \
+  --temperature 0
 TRACES="$TEAMS/train/debate-$(label "$TEACHER")"
 agentark summarize "$TRACES"
 
@@ -80,16 +80,16 @@ agentark evaluate --model "$STUDENT" "${students[@]}" --model "$TEACHER" --no-ba
   --split held-out --n "$N_EVAL" --max-new-tokens "$TOK" "${EVAL_ARGS[@]}" --out "$ROOT/eval"
 teams=()
 for model in $(printf '%s\n' "$TEACHER" "$STUDENT" | sort -u); do
-  agentark generate "${TASK_ARGS[@]}" "${GEN[@]}" --split held-out --system debate --agents 3 --rounds 2 \
-    --n "$N_TEAM_EVAL" --model "$model" --temperature 0.7 --out "$TEAMS/eval/debate-$(label "$model")"
+  generate "$TEAMS/eval/debate-$(label "$model")" "${TASK_ARGS[@]}" --split held-out --system debate --agents 3 \
+    --rounds 2 --n "$N_TEAM_EVAL" --model "$model" --temperature 0.7
   teams+=("debate-$(label "$model")=$TEAMS/eval/debate-$(label "$model")")
 done
 # Self-consistency of the student's base at the teacher debate's generated-token budget per question.
 SC_K=$(python -c "import sys; from agentark.evaluate.metrics import sc_k_for_budget; from agentark.traces.store \
 import read_traces as r; print(sc_k_for_budget(list(r(sys.argv[1])), list(r(sys.argv[2]))))" \
   "$TEAMS/eval/debate-$(label "$TEACHER")" "$ROOT/eval/$(label "$STUDENT")")
-agentark generate "${TASK_ARGS[@]}" "${GEN[@]}" --split held-out --system self_consistency --agents "$SC_K" \
-  --n "$N_TEAM_EVAL" --model "$STUDENT" --temperature 0.7 --out "$ROOT/eval/sc-$(label "$STUDENT")"
+generate "$ROOT/eval/sc-$(label "$STUDENT")" "${TASK_ARGS[@]}" --split held-out --system self_consistency \
+  --agents "$SC_K" --n "$N_TEAM_EVAL" --model "$STUDENT" --temperature 0.7
 
 # 4. One table, every row paired with the student's base on the items all rows share.
 rows=("base=$ROOT/eval/$(label "$STUDENT")")

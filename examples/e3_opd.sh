@@ -17,8 +17,8 @@ fi
 TASK_ARGS=(--task gsm8k --data "$DATA")
 
 # The 0.5B team's own debate on the same train questions (the 1.5B team's comes from E1).
-agentark generate "${TASK_ARGS[@]}" "${GEN[@]}" --system debate --agents 3 --rounds 2 --n "$N_TRAIN" --model "$SMALL" --temperature 0.7 \
-  --out "$ROOT/train/debate-$SMALL"
+generate "$ROOT/train/debate-$SMALL" "${TASK_ARGS[@]}" --system debate --agents 3 --rounds 2 --n "$N_TRAIN" \
+  --model "$SMALL" --temperature 0.7
 
 OPD=(--strategy opd --model "$SMALL" --max-steps "$STEPS" --option "max_completion_length=$TOK")
 agentark distill "${OPD[@]}" --traces "$ROOT/train/debate-$BIG" --option "teacher=$BIG" \

@@ -14,3 +14,28 @@ if [[ "$ENGINE" == llamacpp ]]; then DEFAULT_GEN="--engine llamacpp --engine-opt
 else DEFAULT_GEN="--engine $ENGINE"; fi
 read -ra GEN_ENGINE <<< "${GEN_OPTS-$DEFAULT_GEN --batch-size 48}"
 GEN=(--max-new-tokens "$TOK" "${GEN_ENGINE[@]}")
+
+# `generate OUT ARGS...`: agentark generate ARGS --out OUT on this machine's engine, or, when OUT already
+# holds a run (restored by examples/keep.sh, begun on another machine kind), on the engine that run was
+# made with: the engine is part of a run's fingerprint, so resuming on another one would be refused.
+generate() {
+  local out=$1; shift
+  local -a engine
+  mapfile -t engine < <(python - "$out" <<'PY'
+import json, sys
+from pathlib import Path
+run = Path(sys.argv[1])
+record = next((json.loads(p.read_text()) for p in (run / "stage.json", run / "config.json") if p.is_file()), None)
+if record:
+    c = record["config"]
+    print("--engine", c["engine"], "--batch-size", c["batch_size"], sep="\n")
+    for k, v in c.get("engine_options", {}).items():
+        print("--engine-option", f"{k}={json.dumps(v) if not isinstance(v, str) else v}", sep="\n")
+PY
+)
+  if ((${#engine[@]})); then
+    agentark generate --max-new-tokens "$TOK" "${engine[@]}" "$@" --out "$out"
+  else
+    agentark generate "${GEN[@]}" "$@" --out "$out"
+  fi
+}

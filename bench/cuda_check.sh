@@ -9,6 +9,7 @@
 #   .gpu/q05, .gpu/q15   config.json + tokenizer files of the two packs (`AutoConfig` of the GGUFs)
 #   .gpu/data/train.jsonl  ../shared/data/gsm8k/train.jsonl (E1's debate traces point at it)
 #   .whl/                optional wheels for packages the machine lacks (installed to /tmp/site)
+# ENGINE_MODELS (default "q05 q15"; empty skips stage 1), OPD_STEPS, PAD_STEPS size the run.
 # Stages (each bounded, each logged; one failing does not stop the others):
 #   1. hf engine vs batched model.generate on debate work (bench/generation.py), 0.5B and 1.5B, bf16;
 #   2. E1's RSFT recipe exactly (522 samples, 66 steps of 4 x 2, max_length 1024, LoRA) on the 0.5B;
@@ -33,7 +34,7 @@ nvidia-smi --query-gpu=timestamp,memory.used --format=csv,noheader,nounits -lms 
 smi=$!
 trap 'kill $smi 2>/dev/null' EXIT
 
-stage "random-init models of the real configs (bf16, seed 0)"
+stage "random-init models of the real configs (bf16, seed 0, initialised on the GPU)"
 python3 - <<'PY'
 import shutil, torch
 from pathlib import Path
@@ -41,7 +42,8 @@ from transformers import AutoConfig, AutoModelForCausalLM
 for name in ("q05", "q15"):
     src, dst = Path(".gpu") / name, Path("/tmp/m") / name
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(src), dtype=torch.bfloat16)
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(src), dtype=torch.bfloat16)
     model.save_pretrained(dst)
     for f in src.iterdir():
         if f.name != "config.json":
@@ -55,7 +57,7 @@ TRACES=runs/e1/train/debate-qwen2.5-coder-1.5b-instruct
 sed -i "s#../shared/data/gsm8k/train.jsonl#$PWD/.gpu/data/train.jsonl#" $TRACES/config.json
 
 stage "1. engines: debate work, 32 questions x 3 agents x 2 rounds x 256 tokens, batch 96"
-for m in q05 q15; do
+for m in ${ENGINE_MODELS-q05 q15}; do
   timeout 150 python3 bench/generation.py --model /tmp/m/$m --device cuda --arms generate hf \
     --questions 32 --max-new-tokens 256 --batch-size 96 2>&1 | grep -v Warning | tail -8 | tee "$OUT/engine-$m.txt"
 done
@@ -68,12 +70,12 @@ timeout 200 python3 -m agentark distill --strategy rsft --traces $TRACES --model
 
 stage "3. opd, team teacher (1.5B config) -> 0.5B config, 768-token completions"
 timeout 200 python3 -m agentark distill --strategy opd --traces $TRACES --model /tmp/m/q05 --out /tmp/s/opd \
-  --max-steps 6 --option teacher=/tmp/m/q15 --option teacher_context=team --option max_completion_length=768 \
+  --max-steps ${OPD_STEPS:-6} --option teacher=/tmp/m/q15 --option teacher_context=team --option max_completion_length=768 \
   > "$OUT/opd.log" 2>&1; echo "opd exit $?"; tail -3 "$OUT/opd.log"
 
 stage "4. pad: PRM (20 steps), then GRPO (3 steps, 4 completions of 768 tokens per prompt)"
 timeout 200 python3 -m agentark distill --strategy pad --traces $TRACES --model /tmp/m/q05 --out /tmp/s/pad \
-  --max-steps 3 --learning-rate 3e-5 --option num_generations=4 --option prompts_per_step=2 \
+  --max-steps ${PAD_STEPS:-3} --learning-rate 3e-5 --option num_generations=4 --option prompts_per_step=2 \
   --option max_completion_length=768 --option beta=0 --option "prm={max_length: 1024, batch_size: 2, max_steps: 20}" \
   > "$OUT/pad.log" 2>&1; echo "pad exit $?"; tail -3 "$OUT/pad.log"
 

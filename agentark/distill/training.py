@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -143,7 +144,22 @@ def training_dtype_device() -> tuple[Any, str]:
     the matmuls run in bf16 autocast only on a CPU with native bf16 (:func:`device_training_args`)."""
     import torch
 
-    return (torch.bfloat16, "cuda") if torch.cuda.is_available() else (torch.float32, "cpu")
+    if not torch.cuda.is_available():
+        return torch.float32, "cpu"
+    _no_hub_kernels_offline()
+    return torch.bfloat16, "cuda"
+
+
+def _no_hub_kernels_offline() -> None:
+    """On CUDA, transformers swaps Hub kernels into a model it loads (``kernels-community/rotary`` for
+    Qwen2's rotary embedding) and fetches them at the first training step; with the Hub offline that fetch
+    fails mid-run (seen on an H200 with ``HF_HUB_OFFLINE=1``). Offline and with no choice made, train on
+    transformers' own torch paths instead; ``USE_HUB_KERNELS`` set by the user always wins."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE and "USE_HUB_KERNELS" not in os.environ:
+        os.environ["USE_HUB_KERNELS"] = "NO"
+        logger.info("Hub offline: transformers' Hub kernels are off for training (set USE_HUB_KERNELS to choose)")
 
 
 def loss_curve(log_history: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,19 @@ def test_samples_cut_by_max_length_are_reported(caplog):
     assert "1 of 3 samples cut short" in caplog.text and "1 dropped" in caplog.text
     with pytest.raises(ValueError, match="no completion token"):
         sft.check_cut_samples({"input_ids": []}, n_samples=3, max_length=16)
+
+
+@pytest.mark.parametrize(("offline", "preset", "expected"), [(True, None, "NO"), (True, "YES", "YES"), (False, None, None)])
+def test_hub_kernels_off_for_offline_cuda_training(monkeypatch, offline, preset, expected):
+    """Offline, transformers would fetch Hub kernels at the first CUDA training step and fail; the user's own
+    USE_HUB_KERNELS always wins, and online nothing is touched."""
+    from huggingface_hub import constants
+
+    from agentark.distill import training
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+    monkeypatch.delenv("USE_HUB_KERNELS", raising=False)
+    if preset is not None:
+        monkeypatch.setenv("USE_HUB_KERNELS", preset)
+    training._no_hub_kernels_offline()
+    assert os.environ.get("USE_HUB_KERNELS") == expected

@@ -117,6 +117,7 @@ def generate(
     engine_option: EngineOptionOpt = None,
     batch_size: BatchSizeOpt = None,
     chunk_size: ChunkSizeOpt = None,
+    chunks_in_flight: Annotated[Optional[int], typer.Option(help="Chunks run at once on an engine that serves concurrent calls (llamacpp, openai). [default: 2]")] = None,
     summarizer: Annotated[Optional[bool], typer.Option("--summarizer/--no-summarizer", help="Add a summariser agent that decides the final answer. [default: no]")] = None,
     early_stop: Annotated[Optional[bool], typer.Option("--early-stop/--no-early-stop", help="Stop a question's debate once all agents agree. [default: yes]")] = None,
     backend: BackendOpt = None,
@@ -135,7 +136,8 @@ def generate(
     from agentark.pipeline.generation import generate as run_generate
 
     flags = {**_given(task=task, system=system, agents=agents, rounds=rounds, n=n, model=model, out=out, split=split, skip=skip,
-                      engine=engine, batch_size=batch_size, chunk_size=chunk_size, summarizer=summarizer,
+                      engine=engine, batch_size=batch_size, chunk_size=chunk_size, chunks_in_flight=chunks_in_flight,
+                      summarizer=summarizer,
                       early_stop=early_stop, backend=backend, workers=workers, worker_cpus=worker_cpus,
                       worker_gpus=worker_gpus, ray_address=ray_address),
              **_sampling_flags(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed),

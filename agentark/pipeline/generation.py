@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -58,6 +60,9 @@ class GenerateConfig(StageConfig, WithSampling):
                                            "(e.g. dtype) are in the hash.")
     batch_size: int = Field(32, ge=1, description="Sequences decoded together (hf batch, llamacpp parallel slots).")
     chunk_size: int = Field(16, ge=1, description="Questions per debate batch; traces are saved after each.")
+    chunks_in_flight: int = Field(2, ge=1, description="Chunks run at once on an engine that serves concurrent "
+                                  "calls (llamacpp, openai): the next chunk's turns fill the slots that a round's longest "
+                                  "answers leave idle. Traces are saved in order either way.")
     out: str = Field("runs/debate", description="Run directory (traces.jsonl, stage.json).")
     backend: Literal["local", "ray"] = Field("local", description="local: one process; ray: chunks spread over "
                                              "Ray actors, one engine each (same traces, resumable alike).")
@@ -67,7 +72,7 @@ class GenerateConfig(StageConfig, WithSampling):
     ray_address: str | None = Field(None, description="Ray cluster to join (None: start a local one).")
 
     operational_fields: ClassVar[frozenset[str]] = frozenset(
-        {"n", "batch_size", "chunk_size", "out", "engine_options", "backend", "workers", "worker_cpus", "worker_gpus",
+        {"n", "batch_size", "chunk_size", "chunks_in_flight", "out", "engine_options", "backend", "workers", "worker_cpus", "worker_gpus",
          "ray_address"})
 
     @field_validator("engine")
@@ -117,6 +122,26 @@ def run_chunk(config: GenerateConfig, task: Task, system: MultiAgentSystem, engi
     (:meth:`SamplingConfig.params`), so the same chunk gives the same traces in any process."""
     sampling = config.sampling.params([item.id for item in chunk])
     return system.run(RunContext(task=task, engine=engine, sampling=sampling, config_hash=config.config_hash()), chunk)
+
+
+def run_chunks(config: GenerateConfig, task: Task, system: MultiAgentSystem, engine: Engine,
+               chunks: list[list[Item]]) -> Iterator[list[QuestionTrace]]:
+    """Every chunk's traces, in order. A round of a chunk waits for its longest answer, decoded at a
+    batch of one or two while the other slots idle; an engine that serves concurrent calls
+    (``thread_safe``: llamacpp, openai) therefore gets ``chunks_in_flight`` chunks at once, so those slots decode
+    the next chunk's turns. No more than that many run, and an error stops the rest."""
+    depth = config.chunks_in_flight if getattr(engine, "thread_safe", False) else 1
+    if depth == 1:
+        yield from (run_chunk(config, task, system, engine, chunk) for chunk in chunks)
+        return
+    with ThreadPoolExecutor(max_workers=depth, thread_name_prefix="chunk") as pool:
+        pending: deque[Future[list[QuestionTrace]]] = deque()
+        for chunk in chunks:
+            pending.append(pool.submit(run_chunk, config, task, system, engine, chunk))
+            if len(pending) == depth:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def generate(
@@ -176,7 +201,7 @@ def generate(
 
             results: Iterator[list[QuestionTrace]] = run_on_ray(config, chunks)
         else:
-            results = (run_chunk(config, task, system, engine, chunk) for chunk in chunks)
+            results = run_chunks(config, task, system, engine, chunks)
         start, total = time.perf_counter(), wall
         for traces in results:
             store.append(traces)

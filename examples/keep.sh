@@ -6,7 +6,8 @@
 #
 # A stage directory (one with stage.json, or the older config.json) is kept as traces.jsonl.gz plus its
 # small JSON records (stage.json, config.json, wall.json); an unfinished one is kept as it stands and
-# resumes where it stopped once restored (its stage.json says incomplete). Students are skipped: their
+# resumes where it stopped once restored (its stage.json says incomplete; saving beside a running stage
+# keeps its whole records only). Students are skipped: their
 # weights are not results (publish the best with `agentark export`). Restore never overwrites a stage
 # directory that holds at least as many traces as the kept copy.
 set -euo pipefail
@@ -23,7 +24,9 @@ case "$cmd" in
       dir=$(dirname "$traces"); rel=${dir#"$root"/}; dest="$keep/$rel"
       [[ -f "$dir/stage.json" || -f "$dir/config.json" ]] || continue
       mkdir -p "$dest"
-      gzip -n -c "$traces" > "$dest/traces.jsonl.gz.tmp" && mv "$dest/traces.jsonl.gz.tmp" "$dest/traces.jsonl.gz"
+      # Whole lines only: a run writing beside us may be half-way through its last record.
+      python3 -c 'import sys; d = open(sys.argv[1], "rb").read(); sys.stdout.buffer.write(d[:d.rfind(b"\n") + 1])' \
+        "$traces" | gzip -n > "$dest/traces.jsonl.gz.tmp" && mv "$dest/traces.jsonl.gz.tmp" "$dest/traces.jsonl.gz"
       for f in "${records[@]}"; do [[ -f "$dir/$f" ]] && cp "$dir/$f" "$dest/$f"; done
       echo "kept $dir ($(lines "$traces") traces) in $dest"
     done ;;

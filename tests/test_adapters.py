@@ -90,3 +90,20 @@ def test_cli_export(lora_student, tmp_path):
     assert (tmp_path / "pub" / "adapter_model.safetensors").is_file()
     result = CliRunner().invoke(app, ["export", str(tmp_path / "pub"), "--out", str(tmp_path / "again")])
     assert result.exit_code != 0 and "has no LoRA adapter" in result.output
+
+
+def test_a_published_adapter_is_not_git_ignored():
+    """`agentark export --out results/students/<name>` is how a student is published: git must track it
+    (a `students/` ignore rule once swallowed E1's adapter), while the working `students/` stays ignored."""
+    import shutil
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+
+    def ignored(path: str) -> bool:
+        return subprocess.run(["git", "check-ignore", "-q", path], cwd=root).returncode == 0
+
+    assert not ignored("results/students/e1-rsft/adapter_model.safetensors")
+    assert ignored("students/rsft/model.safetensors") and ignored("runs/e1/eval/traces.jsonl")

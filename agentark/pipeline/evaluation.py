@@ -53,7 +53,9 @@ class EvalJob:
         return stable_hash({
             "run": r.config_hash(), "n": r.n, "items": items_hash(self.items) if self.items is not None else None,
             "identity": self.identity, "engine_options": r.engine_options_with_batch(), "chunk_size": r.chunk_size,
-            **({"chunks_in_flight": r.chunks_in_flight} if r.chunks_in_flight != 2 else {}),  # the default: left out
+            # Left out at its default, so fingerprints made before the field existed still match.
+            **({"chunks_in_flight": r.chunks_in_flight}
+               if r.chunks_in_flight != GenerateConfig.model_fields["chunks_in_flight"].default else {}),
         })
 
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from server_utils import OverlapEngine
 
 from agentark.config import SamplingConfig
 from agentark.pipeline import GenerateConfig, RunConfigMismatch, generate
@@ -147,40 +148,16 @@ def test_bad_settings_leave_no_run_directory(tmp_path):
     assert "--n must be >= 1" in proc.communicate(timeout=120)[0]
 
 
-class _CountingEngine:
-    """Answers from the conversation alone (so any schedule gives the same traces) and records how many
-    generate calls overlap."""
-
-    model_id = "counting"
-
-    def __init__(self, thread_safe: bool):
-        import threading
-
-        self.thread_safe, self.lock, self.running, self.max_running = thread_safe, threading.Lock(), 0, 0
-
-    def generate(self, conversations, sampling):
-        from agentark.engines.base import Completion
-
-        with self.lock:
-            self.running += 1
-            self.max_running = max(self.max_running, self.running)
-        time.sleep(0.05)
-        with self.lock:
-            self.running -= 1
-        return [Completion(text=f"The answer is {len(c[-1]['content']) % 7}.", prompt_tokens=len(c), completion_tokens=5,
-                           latency_s=0.05) for c in conversations]
-
-
 @pytest.mark.parametrize("thread_safe", [True, False])
 def test_chunks_overlap_on_a_thread_safe_engine_and_traces_keep_their_order(tmp_path, thread_safe):
     """Two chunks in flight on an engine that serves concurrent calls, one otherwise; the stored traces are
     the same, in the same order, as one chunk at a time."""
     def run(in_flight: int, out: str) -> tuple[list, int]:
-        engine = _CountingEngine(thread_safe)
+        engine = OverlapEngine(thread_safe, delay_s=0.05)
         cfg = GenerateConfig(model="counting", engine="openai", n=7, agents=2, rounds=2, chunk_size=2,
                              chunks_in_flight=in_flight, out=str(tmp_path / out))
         generate(cfg, engine=engine)
-        return [(t.item_id, [turn.text for turn in t.turns]) for t in read_traces(tmp_path / out)], engine.max_running
+        return [(t.item_id, [turn.text for turn in t.turns]) for t in read_traces(tmp_path / out)], engine.most
 
     one, overlap_one = run(1, "one")
     two, overlap_two = run(2, "two")

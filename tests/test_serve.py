@@ -7,7 +7,7 @@ import json
 
 import httpx
 import pytest
-from server_utils import CountingEngine, running_server
+from server_utils import CountingEngine, OverlapEngine, running_server
 
 from agentark.engines.base import Completion, Conversation, SamplingParams
 from agentark.engines.hf import HFEngine
@@ -199,31 +199,13 @@ def test_stream_of_a_non_streaming_engine_is_the_whole_answer_in_openai_chunks(u
 def test_requests_join_a_running_batch_only_on_thread_safe_engines(thread_safe, expected_overlap):
     """A request that arrives while a batch decodes is sent to a thread-safe engine at once (llama.cpp
     then adds it to the next decode step); a transformers model sees one call at a time."""
-    import threading
-    import time
-
-    class SlowEngine:
-        model_id = "slow"
-
-        def __init__(self):
-            self.thread_safe, self.in_flight, self.most, self.lock = thread_safe, 0, 0, threading.Lock()
-
-        def generate(self, conversations, sampling):
-            with self.lock:
-                self.in_flight += 1
-                self.most = max(self.most, self.in_flight)
-            time.sleep(0.8)
-            with self.lock:
-                self.in_flight -= 1
-            return [Completion("ok", 1, 1, 0.8) for _ in conversations]
-
-    engine = SlowEngine()
+    engine = OverlapEngine(thread_safe, delay_s=0.8)
 
     async def two_requests(base):
         async with httpx.AsyncClient(timeout=30) as client:
-            first = asyncio.create_task(client.post(f"{base}/v1/chat/completions", json=chat_body(model="slow")))
+            first = asyncio.create_task(client.post(f"{base}/v1/chat/completions", json=chat_body(model="overlap")))
             await asyncio.sleep(0.3)
-            second = await client.post(f"{base}/v1/chat/completions", json=chat_body(model="slow"))
+            second = await client.post(f"{base}/v1/chat/completions", json=chat_body(model="overlap"))
             return [(await first).status_code, second.status_code]
 
     with running_server(create_app(engine, max_batch_wait_ms=0)) as base:

@@ -35,10 +35,7 @@ else
   TASK_ARGS=(--task "$TASK" --data "${DATA:?set DATA to the data file}")
 fi
 label() { basename "$1"; }
-if [[ -n "${KEEP:-}" ]]; then
-  bash "$(dirname "$0")/keep.sh" restore "$TEAMS" "$KEEP"
-  trap 'bash "$(dirname "$0")/keep.sh" save "$TEAMS" "$KEEP"' EXIT
-fi
+keep_runs "$TEAMS"
 
 # 1. The team on the train questions (sampled, consensus stop), and the student alone on them: the
 #    questions the team gets right and the student does not are what only the team can teach.

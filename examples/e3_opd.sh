@@ -10,10 +10,7 @@ N_TRAIN=${N_TRAIN:-300} N_EVAL=${N_EVAL:-300} TOK=${TOK:-768} STEPS=${STEPS:-100
 BIG=qwen2.5-coder-1.5b-instruct SMALL=qwen2.5-coder-0.5b-instruct
 KEEP=${KEEP-results/e1/kept}   # E1's folder: E3 adds its runs to the same tree (examples/keep.sh)
 source "$(dirname "$0")/engine_flags.sh"
-if [[ -n "$KEEP" ]]; then
-  bash "$(dirname "$0")/keep.sh" restore "$ROOT" "$KEEP"
-  trap 'bash "$(dirname "$0")/keep.sh" save "$ROOT" "$KEEP"' EXIT
-fi
+keep_runs "$ROOT"
 TASK_ARGS=(--task gsm8k --data "$DATA")
 
 # The 0.5B team's own debate on the same train questions (the 1.5B team's comes from E1).

@@ -1,4 +1,5 @@
-# Sourced by the experiment scripts: one engine choice for generation and evaluation on this machine.
+# Sourced by the experiment scripts: one engine choice for generation and evaluation on this machine, and
+# the two run helpers below (`keep_runs`, `generate`).
 # `auto` is transformers in bf16 on a CPU with AMX / AVX512-BF16 and llama.cpp on an AVX2-only CPU
 # (README Speed). Base and students are compared on one engine and one file type: on llama.cpp that is
 # GGUF f16 (the base pack is converted from its HF weights like the students; greedy f16 matches
@@ -38,4 +39,15 @@ PY
   else
     agentark generate "${GEN[@]}" "$@" --out "$out"
   fi
+}
+
+# `keep_runs ROOT`: with KEEP set (a folder in git), restore ROOT's kept runs now and keep every trace of
+# ROOT there when the script exits (examples/keep.sh).
+keep_runs() {
+  [[ -n "${KEEP:-}" ]] || return 0
+  local keep_sh save
+  keep_sh="$(dirname "${BASH_SOURCE[0]}")/keep.sh"
+  bash "$keep_sh" restore "$1" "$KEEP"
+  printf -v save 'bash %q save %q %q' "$keep_sh" "$1" "$KEEP"  # the paths as they are now
+  trap "$save" EXIT
 }

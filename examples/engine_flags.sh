@@ -24,9 +24,8 @@ generate() {
   local -a engine
   mapfile -t engine < <(python - "$out" <<'PY'
 import json, sys
-from pathlib import Path
-run = Path(sys.argv[1])
-record = next((json.loads(p.read_text()) for p in (run / "stage.json", run / "config.json") if p.is_file()), None)
+from agentark.traces.store import stage_record
+record = stage_record(sys.argv[1])
 if record:
     c = record["config"]
     print("--engine", c["engine"], "--batch-size", c["batch_size"], sep="\n")

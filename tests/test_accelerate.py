@@ -63,6 +63,30 @@ def test_two_processes_match_one_at_the_same_effective_batch(traces_dir, tiny_mo
     assert not (tmp_path / "two" / "checkpoints").exists()
 
 
+BARRIER_SCRIPT = """
+import os, sys, time
+from pathlib import Path
+from agentark.pipeline.cache import _main_process_first
+marker = Path(sys.argv[1])
+with _main_process_first():
+    if os.environ["RANK"] == "0":
+        time.sleep(2)  # the main process is slow: the other one must still wait for it
+        marker.write_text("main was here")
+    elif not marker.exists():
+        sys.exit("rank 1 entered before the main process had finished")
+"""
+
+
+def test_the_main_process_goes_first_on_cpu(tmp_path):
+    # Without a GPU, accelerate's default state is "not distributed" and its barrier a no-op: rank 1
+    # then saw the main process's half-made stage dir as foreign files (a CI failure of the test above).
+    script = tmp_path / "barrier.py"
+    script.write_text(BARRIER_SCRIPT)
+    done = run(["accelerate", "launch", "--config_file", str(REPO / "examples" / "accelerate" / "ddp.yaml"),
+                "--num_processes", "2", str(script), str(tmp_path / "marker")])
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
 def test_killed_after_a_checkpoint_resumes_and_finishes(traces_dir, tiny_model_dir, tmp_path):
     out = tmp_path / "student"
     args = [sys.executable, "-m", "agentark", *distill_args(traces_dir, tiny_model_dir, out, "--max-steps", "6",

@@ -105,12 +105,15 @@ def run_stage(name: str, fingerprint: str, out_dir: str | Path, fn: Callable[[],
 def _main_process_first() -> contextlib.AbstractContextManager:
     """One process (``RANK`` 0) checks, clears and records a stage dir before the others read it:
     without this, a second process of ``accelerate launch`` sees the first one's half-written
-    directory as foreign files. A single process needs no process group and gets none."""
+    directory as foreign files. A single process needs no process group and gets none. Without a GPU,
+    accelerate builds a process group only when told ``cpu=True`` (as the trainers are, ``use_cpu``);
+    otherwise its state is "not distributed" and the barrier does nothing."""
     if world_size() <= 1:
         return contextlib.nullcontext()
+    import torch
     from accelerate import PartialState  # the process group the trainer joins anyway
 
-    return PartialState().main_process_first()
+    return PartialState(cpu=not torch.cuda.is_available()).main_process_first()
 
 
 def free_memory() -> None:

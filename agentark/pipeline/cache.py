@@ -32,6 +32,7 @@ from typing import Any, Literal
 
 from agentark.config import stable_hash, world_size
 from agentark.engines import Engine, close_engine, get_engine
+from agentark.models.loading import pick_device
 from agentark.traces.store import STAGE_FILE, stage_record, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -110,10 +111,9 @@ def _main_process_first() -> contextlib.AbstractContextManager:
     otherwise its state is "not distributed" and the barrier does nothing."""
     if world_size() <= 1:
         return contextlib.nullcontext()
-    import torch
     from accelerate import PartialState  # the process group the trainer joins anyway
 
-    return PartialState(cpu=not torch.cuda.is_available()).main_process_first()
+    return PartialState(cpu=pick_device() == "cpu").main_process_first()
 
 
 def free_memory() -> None:

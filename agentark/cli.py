@@ -248,6 +248,7 @@ def distill(
     A second run with the same inputs is a no-op unless --force.
     """
     from agentark.distill.registry import get_strategy
+    from agentark.distill.training import TrainHooks
     from agentark.models import DEFAULT_MODEL
     from agentark.pipeline.distillation import distill as run_distill
 
@@ -258,7 +259,8 @@ def distill(
         cfg = spec.load_config(traces, config, flags, defaults={"model": DEFAULT_MODEL, "out": f"students/{strategy}"})
         with _progress() as progress:
             bar = progress.add_task(f"distill {strategy}", total=None)
-            result = run_distill(strategy, cfg, traces, lambda step, total: progress.update(bar, completed=step, total=total))
+            hooks = TrainHooks(progress=lambda step, total: progress.update(bar, completed=step, total=total))
+            result = run_distill(strategy, cfg, traces, hooks)
     except (ValueError, OSError) as e:
         _fail(str(e))
     if result.skipped:
@@ -511,6 +513,89 @@ def serve(
     except (ValueError, RuntimeError, ImportError) as e:
         _fail(str(e))
     run_server(app_, host=host, port=port)
+
+
+experiment_app = typer.Typer(help="Experiments that survive interruption: run, keep, status (see examples/experiments/).",
+                             no_args_is_help=True)
+app.add_typer(experiment_app, name="experiment")
+SpecArg = Annotated[Path, typer.Argument(help="Experiment YAML (examples/experiments/*.yaml).")]
+
+
+def _experiment(spec: Path, commit: bool = False):
+    from agentark.experiments import ExperimentConfig, ExperimentRunner
+
+    try:
+        return ExperimentRunner(ExperimentConfig.from_yaml(spec), commit=commit, on_event=None)
+    except (ValueError, OSError) as e:
+        _fail(str(e))
+
+
+@experiment_app.command("run")
+def experiment_run(
+    spec: SpecArg,
+    only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only this stage (repeatable).")] = None,
+    redo: Annotated[Optional[list[str]], typer.Option("--redo", help="Clear this stage (local and kept) and run it again (repeatable).")] = None,
+    commit: Annotated[bool, typer.Option("--commit/--no-commit", help="git-commit every finished stage (and the latest checkpoint, at most hourly) the moment it lands.")] = False,
+) -> None:
+    """Run an experiment's stages in order (per student: train, evaluate, export), resuming from its kept folder."""
+    from agentark.experiments import StageRefused
+
+    runner = _experiment(spec, commit)
+    with _progress() as progress:
+        bars: dict[str, Any] = {}
+
+        def on_event(stage: str, message: str, done: int, total: int | None) -> None:
+            if stage not in bars:
+                bars[stage] = progress.add_task(f"{message} {stage}", total=total)
+            progress.update(bars[stage], completed=done, total=total)
+
+        runner.on_event = on_event
+        try:
+            rows = runner.run(only=only, redo=redo or ())
+        except (StageRefused, ValueError, OSError) as e:
+            _fail(str(e))
+    _print_status(rows, runner.cpu)
+
+
+@experiment_app.command("status")
+def experiment_status(spec: SpecArg) -> None:
+    """Per stage: done / partial (n of N) / pending, and the CPU time left on this machine from measured speeds."""
+    runner = _experiment(spec)
+    try:
+        rows = runner.status()
+    except (ValueError, OSError) as e:
+        _fail(str(e))
+    _print_status(rows, runner.cpu)
+
+
+@experiment_app.command("keep")
+def experiment_keep(
+    spec: SpecArg,
+    commit: Annotated[bool, typer.Option("--commit/--no-commit", help="Also git-commit what was kept.")] = False,
+) -> None:
+    """Keep the partial state now (unfinished traces, each training's newest checkpoint), e.g. before a stop."""
+    runner = _experiment(spec, commit)
+    kept = runner.keep_now()
+    console.print(f"kept {len(kept)} stage(s): {', '.join(str(p) for p in kept) or 'nothing new'}")
+
+
+def _print_status(rows: list[Any], cpu: str) -> None:
+    table = Table(title=f"experiment status on {cpu}")
+    for col in ("stage", "kind", "state", "progress", "est. CPU time left", "note"):
+        table.add_column(col, no_wrap=col != "note")
+    total = 0.0
+    for r in rows:
+        progress = f"{r.done} of {r.total} {r.unit}" if r.total is not None else f"{r.done} {r.unit}"
+        left = "—" if r.state == "done" else (_duration(r.estimate_s) if r.estimate_s is not None else "unknown")
+        total += r.estimate_s or 0.0
+        table.add_row(r.name, r.kind, r.state, progress, left, r.note)
+    Console(width=max(console.width, 150)).print(table)  # a log file is 80 columns wide: keep rows on one line
+    console.print(f"estimated CPU time left (measured stages only): {_duration(total)}")
+
+
+def _duration(seconds: float) -> str:
+    hours, rest = divmod(int(seconds), 3600)
+    return f"{hours} h {rest // 60:02d} min" if hours else f"{rest // 60} min {rest % 60:02d} s"
 
 
 if __name__ == "__main__":

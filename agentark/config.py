@@ -42,9 +42,14 @@ class StageConfig(BaseModel):
 
     # Fields that do not change a stage's output (where it goes, how fast it runs, how many items).
     operational_fields: ClassVar[frozenset[str]] = frozenset()
+    # Fields added after runs were made with this config: hashed only when set away from their default,
+    # so every earlier run keeps its fingerprint (and its kept checkpoints stay resumable).
+    hashed_when_set: ClassVar[frozenset[str]] = frozenset()
 
     def config_hash(self) -> str:
-        return stable_hash(self.model_dump(exclude=set(self.operational_fields)))
+        unset = {name for name in self.hashed_when_set
+                 if getattr(self, name) == type(self).model_fields[name].get_default(call_default_factory=True)}
+        return stable_hash(self.model_dump(exclude=set(self.operational_fields) | unset))
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any):

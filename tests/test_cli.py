@@ -98,7 +98,7 @@ def test_distill_yaml_is_overridden_only_by_flags_given(tmp_path, monkeypatch):
 
     TraceStore(tmp_path).append([make_trace("q1", [[GOLD, GOLD]])])
     seen = []
-    monkeypatch.setattr(sft, "train_sft", lambda cfg, progress=None: seen.append(cfg) or tmp_path)
+    monkeypatch.setattr(sft, "train_sft", lambda cfg, hooks=None: seen.append(cfg) or tmp_path)
     monkeypatch.setattr("agentark.pipeline.distillation.read_manifest", lambda path: {"fingerprint": "f"})
     cfg = tmp_path / "d.yaml"
     cfg.write_text("seed: 7\nuse_lora: false\nforce: true\nlearning_rate: 0.001\nmax_steps: 9\n")

@@ -13,7 +13,9 @@ from agentark.distill.data import (
     dataset_stats,
     pool_stats,
     select_diverse,
+    shared_samples,
     structure_distance,
+    subsample,
     to_dataset,
     unsolved_by,
 )
@@ -226,3 +228,39 @@ def test_dataset_stats():
         "mean_completion_tokens": sum(len(t.split()) for t in texts) / 4,
     }
     assert dataset_stats([]) == {"questions": 0, "samples": 0, "corrective_share": 0.0, "mean_completion_chars": 0.0}
+
+
+# --- the single-teacher control: round 0 only, sizes matched by seed -----------------------------------
+
+
+def test_round_zero_control_takes_only_round_zero_turns():
+    traces = [
+        make_trace("fixed", [[GOLD, "7", GOLD], [GOLD, GOLD, GOLD]]),  # revised: round 1 differs from round 0
+        make_trace("agreed", [[GOLD, GOLD, GOLD]]),                     # consensus in round 0: one round only
+        make_trace("lost", [[GOLD, "7", "7"], ["7", "7", "7"]], final_correct=False),  # the team talked itself out of it
+    ]
+    first = build_rsft(traces, "all", source_round="first")
+    assert {s["round"] for s in first} == {0}
+    assert [(s["item_id"], s["agent"]) for s in first] == [
+        ("fixed", 0), ("fixed", 2), ("agreed", 0), ("agreed", 1), ("agreed", 2), ("lost", 0)]
+    assert not any(s["corrective"] for s in first)  # a round-0 turn corrects nothing
+    assert all(s["prompt"] == question_prompt(s["item_id"]) for s in first)
+    team = build_rsft(traces, "all")
+    assert [(s["item_id"], s["round"]) for s in team] == [("fixed", 1)] * 3 + [("agreed", 0)] * 3
+    assert shared_samples(team, first) == 3  # only the round-0 consensus turns are in both sets
+
+
+def test_round_zero_majority_answer_ranks_first_with_one_per_question():
+    trace = make_trace("q", [["7", GOLD, GOLD], [GOLD, GOLD, GOLD]], correct_answers=frozenset({GOLD}))
+    assert [s["agent"] for s in build_rsft([trace], "one", source_round="first")] == [1]
+    with pytest.raises(ValueError, match="source_round must be 'final' or 'first'"):
+        build_rsft([trace], "all", source_round="last")
+
+
+def test_subsample_matches_sizes_by_seed_and_keeps_order():
+    samples = [{"i": i} for i in range(10)]
+    a, b = subsample(samples, 4, seed=0), subsample(samples, 4, seed=0)
+    assert a == b and len(a) == 4
+    assert [s["i"] for s in a] == sorted(s["i"] for s in a)
+    assert subsample(samples, 4, seed=1) != a
+    assert subsample(samples, 20, seed=0) == samples and subsample(samples, None) == samples

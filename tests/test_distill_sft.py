@@ -93,6 +93,27 @@ def test_fingerprint_ignores_operational_settings_but_not_training_ones(traces_d
     assert sft.fingerprint(cfg, samples) != sft.fingerprint(cfg, samples * 2)
 
 
+def test_e1_team_fingerprint_is_pinned_so_its_kept_checkpoints_stay_resumable(tmp_path):
+    """The team student of E1 trains across sessions from a checkpoint kept in git; a config field added later
+    (source_round, max_samples, ...) must leave its fingerprint alone, or the checkpoint would be thrown away."""
+    import gzip
+
+    kept = Path(__file__).resolve().parents[1] / "results/e1/kept/train/debate-qwen2.5-coder-1.5b-instruct"
+    run = tmp_path / "debate"
+    run.mkdir()
+    (run / "traces.jsonl").write_bytes(gzip.decompress((kept / "traces.jsonl.gz").read_bytes()))
+    cfg = SFTDistillConfig(traces=str(run), model="qwen2.5-coder-0.5b-instruct", out=str(tmp_path / "s"),
+                           per_question="all", num_train_epochs=1, per_device_train_batch_size=4,
+                           gradient_accumulation_steps=2, max_length=1024, save_steps=2, activation_checkpointing=True)
+    samples = cfg.samples(sft.training_traces(cfg))
+    assert len(samples) == 522
+    assert sft.fingerprint(cfg, samples) == "3604c7e0a91db377"
+    control = cfg.model_copy(update={"source_round": "first"})
+    assert len(control.samples(sft.training_traces(control))) == 507
+    assert control.config_hash() != cfg.config_hash()
+    assert cfg.model_copy(update={"max_samples": 507}).config_hash() != cfg.config_hash()
+
+
 def test_loss_is_on_the_completion_only(traces_dir, tiny_model_dir, tmp_path):
     """Inspect a batch exactly as the trainer collates it: prompt tokens are -100, completion tokens are not."""
     from agentark.traces import read_traces

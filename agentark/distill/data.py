@@ -23,6 +23,7 @@ Everything here is a pure function of the traces: same traces, same samples, sam
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal
@@ -32,6 +33,7 @@ from agentark.traces.schema import AgentTurn, QuestionTrace
 
 Sample = dict[str, Any]
 PerQuestion = Literal["one", "all"]
+SourceRound = Literal["final", "first"]
 
 ANSWER_ONLY_TEMPLATE = "The answer is \\boxed{{{gold}}}."
 """Answer-only target; ``\\boxed{}`` because that is the answer format the tasks ask for."""
@@ -70,7 +72,8 @@ def make_sample(
 
 
 def _turn_sample(trace: QuestionTrace, turn: AgentTurn, strategy: str) -> Sample:
-    return make_sample(trace, turn.text, strategy, turn.agent, turn.round, is_corrective(trace, turn.agent))
+    last = trace.agent_turns(turn.agent)[-1].round == turn.round  # only an agent's last turn can be a correction
+    return make_sample(trace, turn.text, strategy, turn.agent, turn.round, last and is_corrective(trace, turn.agent))
 
 
 # --- which trajectories are good -----------------------------------------------------------------
@@ -152,18 +155,56 @@ def unsolved_by(traces: Iterable[QuestionTrace], student_run: Iterable[QuestionT
 # --- builders ------------------------------------------------------------------------------------
 
 
-def build_rsft(traces: Iterable[QuestionTrace], per_question: PerQuestion = "one") -> list[Sample]:
-    """Correct final-round trajectories of questions whose final answer is verified correct."""
+def ranked_correct_first(trace: QuestionTrace) -> list[AgentTurn]:
+    """Usable round-0 solver turns, best first: those agreeing with the round-0 majority, then the
+    lowest agent index. Round 0 is each agent alone, before it saw a peer: samples of the teacher
+    model by itself, the control that separates what the debate adds from what the model knows."""
+    first = trace.round_turns(0)
+    majority = majority_vote([t.answer for t in first])
+    return sorted((t for t in first if is_target(t)), key=lambda t: (t.answer != majority, t.agent))
+
+
+def build_rsft(traces: Iterable[QuestionTrace], per_question: PerQuestion = "one",
+               source_round: SourceRound = "final") -> list[Sample]:
+    """Correct trajectories as targets: from the final round of questions whose final (team) answer is
+    verified correct (``final``, the team's RSFT), or every verified-correct round-0 turn (``first``,
+    rejection sampling of the teacher alone on the same questions with the same sampling)."""
     if per_question not in ("one", "all"):
         raise ValueError(f"per_question must be 'one' or 'all', got {per_question!r}")
+    if source_round not in ("final", "first"):
+        raise ValueError(f"source_round must be 'final' or 'first', got {source_round!r}")
     samples = []
     for trace in traces:
-        if not trace.final_correct:
+        if source_round == "first":
+            ranked = ranked_correct_first(trace)
+        elif trace.final_correct:
+            ranked = ranked_correct_finals(trace)
+        else:
             continue
-        ranked = ranked_correct_finals(trace)
         chosen = ranked if per_question == "all" else ranked[:1]
         samples.extend(_turn_sample(trace, turn, "rsft") for turn in chosen)
     return samples
+
+
+def subsample(samples: Sequence[Sample], n: int | None, seed: int = 0) -> list[Sample]:
+    """At most ``n`` of ``samples``, drawn without replacement by ``seed``, in their original order:
+    the way two training sets are matched in size (``None`` or ``n >= len``: all of them)."""
+    if n is None or n >= len(samples):
+        return list(samples)
+    keep = sorted(random.Random(seed).sample(range(len(samples)), n))
+    return [samples[i] for i in keep]
+
+
+def sample_key(sample: Sample) -> tuple[Any, ...]:
+    """What makes two samples the same training example: question, source turn and target text."""
+    return sample["item_id"], sample["agent"], sample["round"], sample["completion"][-1]["content"]
+
+
+def shared_samples(a: Iterable[Sample], b: Iterable[Sample]) -> int:
+    """How many samples of ``a`` are also in ``b`` (e.g. round-0 consensus turns in both the team's
+    and the teacher-alone sets)."""
+    keys = {sample_key(s) for s in b}
+    return sum(sample_key(s) in keys for s in a)
 
 
 def build_da(traces: Iterable[QuestionTrace], k: int = 3) -> list[Sample]:

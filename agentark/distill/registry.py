@@ -14,11 +14,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from agentark.config import StageConfig, load_config
-from agentark.distill.data import build_samples
+from agentark.distill.training import TrainHooks
 from agentark.errors import one_line_error
 from agentark.traces.schema import QuestionTrace
 
-Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -31,7 +30,7 @@ class Strategy:
     takes_traces: bool  # does the config carry the traces path itself (SFT, OPD) or get traces passed (PAD)?
     empty: Callable[[Any, list[QuestionTrace]], str | None]
     identity: Callable[[Any], dict[str, str]]
-    train: Callable[[Any, Path, Progress | None], Path]
+    train: Callable[[Any, Path, TrainHooks], Path]
 
     def config(self, traces: str | Path, **settings: Any) -> Any:
         """This strategy's config from ``settings`` (a pipeline's ``training`` section), on ``traces``."""
@@ -62,15 +61,15 @@ def _sft_class():
 
 
 def _sft_empty(config, traces: list[QuestionTrace]) -> str | None:
-    if not build_samples(config.strategy, traces, **config.builder_options()):
+    if not config.samples(traces):
         return f"no training samples: {config.strategy} kept none of {len(traces)} debated questions"
     return None
 
 
-def _train_sft(config, traces: Path, progress: Progress | None) -> Path:
+def _train_sft(config, traces: Path, hooks: TrainHooks) -> Path:
     from agentark.distill.sft import train_sft
 
-    return train_sft(config, progress=progress)
+    return train_sft(config, hooks)
 
 
 def _pad_class():
@@ -87,7 +86,7 @@ def _pad_empty(config, traces: list[QuestionTrace]) -> str | None:
     return None
 
 
-def _train_pad(config, traces: Path, progress: Progress | None) -> Path:
+def _train_pad(config, traces: Path, hooks: TrainHooks) -> Path:
     from agentark.distill.grpo import train_pad
     from agentark.traces.store import task_of_run
 
@@ -100,7 +99,7 @@ def _opd_class():
     return OPDConfig
 
 
-def _train_opd(config, traces: Path, progress: Progress | None) -> Path:
+def _train_opd(config, traces: Path, hooks: TrainHooks) -> Path:
     from agentark.distill.opd import train_opd
 
     return train_opd(config)

@@ -13,24 +13,25 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from agentark.config import StageConfig, stable_hash, world_size
+from agentark.distill.checkpoints import CHECKPOINT_DIR, checkpoint_step, claim_checkpoints, last_checkpoint
 from agentark.distill.data import (
     Sample,
     build_samples,
     dataset_stats,
+    subsample,
     pool_stats,
     to_dataset,
     unsolved_by,
 )
-from agentark.distill.training import (LoraSettings, clear_manifest, data_hash,
-                                       device_training_args, is_up_to_date, loss_curve, save_student,
-                                       training_dtype_device, write_manifest)
+from agentark.distill.training import (LoraSettings, Precision, TrainHooks, clear_manifest, data_hash,
+                                       device_training_args, is_up_to_date, loss_curve, resolve_precision,
+                                       save_student, training_dtype_device, training_resources, write_manifest)
 from agentark.models.loading import load_tokenizer, resolve_model
 from agentark.models.packs import DEFAULT_MODEL
 from agentark.traces.schema import QuestionTrace
@@ -38,12 +39,6 @@ from agentark.traces.store import read_traces
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoints"
-
-Progress = Callable[[int, int], None]
-"""``progress(step, total_steps)``, called after every optimiser step (e.g. to drive a rich bar)."""
-
-"""Defaults when ``learning_rate`` is not given: LoRA adapters want ~10x the rate of full fine-tuning."""
 
 
 class SFTDistillConfig(StageConfig, LoraSettings):
@@ -52,8 +47,11 @@ class SFTDistillConfig(StageConfig, LoraSettings):
     # Not part of the fingerprint: where things go, re-run policy, logging, and the traces path (the
     # data hash already covers the trace content, so a moved run directory does not force retraining).
     operational_fields: ClassVar[frozenset[str]] = frozenset(
-        {"out", "force", "traces", "student_run", "report_to", "logging_steps", "activation_checkpointing", "save_steps"}
+        {"out", "force", "traces", "student_run", "report_to", "logging_steps", "activation_checkpointing", "save_steps",
+         "precision"}
     )
+
+    hashed_when_set: ClassVar[frozenset[str]] = frozenset({"source_round", "max_samples", "subsample_seed"})
 
     strategy: Literal["rsft", "da", "sft"] = "rsft"
     traces: str = Field(description="Run directory or traces.jsonl of the multi-agent run to distil.")
@@ -63,6 +61,12 @@ class SFTDistillConfig(StageConfig, LoraSettings):
         None, description="A run of the student alone on the same train questions (agentark generate --system "
         "single): questions it answered right are left out, so training holds only what it must learn from the team.")
     per_question: Literal["one", "all"] = Field("one", description="rsft: one trajectory per question, or all correct.")
+    source_round: Literal["final", "first"] = Field(
+        "final", description="rsft: targets from the debate's final round (the team) or from round 0 only (each agent "
+        "alone before it saw a peer: the teacher model by itself, the control for what the debate adds).")
+    max_samples: int | None = Field(
+        None, ge=1, description="Keep at most this many samples, drawn with subsample_seed (match two sets' sizes).")
+    subsample_seed: int = Field(0, description="Seed of the max_samples draw (the training seed is `seed`).")
     k: int = Field(3, ge=1, le=3, description="da: trajectories per question.")
     learning_rate: float | None = Field(None, gt=0.0, description="Default: 2e-4 with LoRA, 1e-5 without.")
     num_train_epochs: float = Field(2.0, gt=0.0)
@@ -80,13 +84,22 @@ class SFTDistillConfig(StageConfig, LoraSettings):
         "several-fold in length, so random batches carry much padding), random shuffles freely (TRL's default).")
     seed: int = 0
     activation_checkpointing: bool = Field(False, description="Recompute activations: less memory, ~20% slower.")
+    precision: Precision = Field("auto", description="Training arithmetic: auto (bf16 where native: CUDA, AMX / "
+                                 "AVX512-BF16; else fp32), fp32 or bf16 (autocast over fp32 master weights on CPU). A "
+                                 "resumed training keeps the precision its checkpoints were made in.")
     report_to: str = "none"
     logging_steps: int = Field(5, ge=1)
     force: bool = False
 
     def builder_options(self) -> dict[str, Any]:
         """The options of this strategy's sample builder (the others' options do not apply)."""
-        return {"rsft": {"per_question": self.per_question}, "da": {"k": self.k}, "sft": {}}[self.strategy]
+        return {"rsft": {"per_question": self.per_question, "source_round": self.source_round}, "da": {"k": self.k},
+                "sft": {}}[self.strategy]
+
+    def samples(self, traces: list[QuestionTrace]) -> list[Sample]:
+        """This config's training set from ``traces``: the strategy's builder, then the size cap."""
+        return subsample(build_samples(self.strategy, traces, **self.builder_options()), self.max_samples,
+                         self.subsample_seed)
 
 
 def training_traces(config: SFTDistillConfig) -> list[QuestionTrace]:
@@ -104,17 +117,6 @@ def fingerprint(config: SFTDistillConfig, samples: list[Sample]) -> str:
     return stable_hash({"config": config.config_hash(), "data": data_hash(samples), "base_model": config.model})
 
 
-def _progress_callback(progress: Progress):
-    """A transformers ``TrainerCallback`` that reports each optimiser step to ``progress``."""
-    from transformers import TrainerCallback
-
-    class _StepProgress(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            progress(state.global_step, state.max_steps)
-
-    return _StepProgress()
-
-
 def accumulation_steps(config: SFTDistillConfig, processes: int) -> int:
     """Gradient accumulation that keeps ``effective_batch_size`` on ``processes`` processes."""
     if config.effective_batch_size is None:
@@ -126,7 +128,7 @@ def accumulation_steps(config: SFTDistillConfig, processes: int) -> int:
     return config.effective_batch_size // per_step
 
 
-def build_trainer(config: SFTDistillConfig, dataset: Any, tokenizer: Any, progress: Progress | None = None):
+def build_trainer(config: SFTDistillConfig, dataset: Any, tokenizer: Any, hooks: TrainHooks = TrainHooks()):
     """The TRL ``SFTTrainer`` for ``config`` on ``dataset``, ready to ``train()``.
 
     Separate from :func:`train_sft` so tests can inspect exactly the batches training would see.
@@ -152,7 +154,7 @@ def build_trainer(config: SFTDistillConfig, dataset: Any, tokenizer: Any, progre
         train_sampling_strategy=config.train_sampling_strategy,
         completion_only_loss=True,
         seed=config.seed,
-        **device_training_args(device, config.activation_checkpointing),
+        **device_training_args(device, config.activation_checkpointing, config.precision),
         logging_steps=config.logging_steps,
         logging_first_step=True,  # a loss point even for runs shorter than logging_steps
         report_to=config.report_to,
@@ -164,7 +166,7 @@ def build_trainer(config: SFTDistillConfig, dataset: Any, tokenizer: Any, progre
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[_progress_callback(progress)] if progress else None,
+        callbacks=hooks.callbacks() or None,
     )
 
 
@@ -191,33 +193,14 @@ def _versions() -> dict[str, str]:
             "peft": peft.__version__}
 
 
-def claim_checkpoints(out: Path, fp: str) -> None:
-    """Keep ``<out>/checkpoints`` only if an interrupted run with the same fingerprint wrote them
-    (resuming another run's checkpoints would mix two runs), and stamp it with this one's."""
-    folder, stamp = out / CHECKPOINT_DIR, out / CHECKPOINT_DIR / "fingerprint"
-    if folder.is_dir() and (not stamp.exists() or stamp.read_text() != fp):
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(fp)
-
-
-def last_checkpoint(out: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    last = get_last_checkpoint(str(out / CHECKPOINT_DIR)) if (out / CHECKPOINT_DIR).is_dir() else None
-    if last:
-        logger.info("resuming from %s", last)
-    return last
-
-
-def train_sft(config: SFTDistillConfig, progress: Progress | None = None) -> Path:
+def train_sft(config: SFTDistillConfig, hooks: TrainHooks = TrainHooks()) -> Path:
     """Distil ``config.traces`` into a student at ``config.out``; returns that directory.
 
     If ``out`` already holds a student with the same fingerprint (and not ``force``) nothing is
     trained. The previous manifest is removed before training, so an interrupted run never looks done.
     """
     traces = training_traces(config)
-    samples = build_samples(config.strategy, traces, **config.builder_options())
+    samples = config.samples(traces)
     dataset = to_dataset(samples)
     out = Path(config.out)
     fp = fingerprint(config, samples)
@@ -229,7 +212,7 @@ def train_sft(config: SFTDistillConfig, progress: Progress | None = None) -> Pat
     stats = dataset_stats(samples, tokenizer)
     logger.info("distilling %s: %d samples from %d of %d questions (%.0f%% corrective)", config.strategy,
                 stats["samples"], stats["questions"], len(traces), 100 * stats["corrective_share"])
-    trainer = build_trainer(config, dataset, tokenizer, progress)
+    trainer = build_trainer(config, dataset, tokenizer, hooks)
     main = trainer.is_world_process_zero()  # under accelerate launch, one process writes
     if main:
         clear_manifest(out)
@@ -237,6 +220,7 @@ def train_sft(config: SFTDistillConfig, progress: Progress | None = None) -> Pat
     trainer.accelerator.wait_for_everyone()
     check_cut_samples(trainer.train_dataset, len(samples), config.max_length)
     resumed_from = last_checkpoint(out)
+    start_step = checkpoint_step(resumed_from) if resumed_from else 0
     result = trainer.train(resume_from_checkpoint=resumed_from)
     trainer.accelerator.wait_for_everyone()
     if not main:
@@ -256,6 +240,8 @@ def train_sft(config: SFTDistillConfig, progress: Progress | None = None) -> Pat
                   "global_step": trainer.state.global_step, "resumed_from": resumed_from, "processes": world_size(),
                   "effective_batch_size": config.per_device_train_batch_size * world_size()
                   * accumulation_steps(config, world_size())},
+        "resources": training_resources(result.metrics, trainer.state.global_step - start_step,
+                                        resolve_precision(config.precision, training_dtype_device()[1])),
         "versions": _versions(),
     })
     logger.info("student saved to %s (final train loss %.4f)", out, result.training_loss)

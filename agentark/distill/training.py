@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import resource
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -25,6 +27,44 @@ from agentark.traces.store import write_json_atomic
 logger = logging.getLogger(__name__)
 
 MANIFEST_FILE = "manifest.json"
+
+Progress = Callable[[int, int], None]
+"""``progress(step, total_steps)``, called after every optimiser step (e.g. to drive a rich bar)."""
+
+Precision = Literal["auto", "fp32", "bf16"]
+"""Training arithmetic: ``auto`` is bf16 where it is native (CUDA, AMX / AVX512-BF16), else fp32."""
+
+
+@dataclass(frozen=True)
+class TrainHooks:
+    """What a trainer's caller may watch: every optimiser step, and every checkpoint once it is on disk
+    (the experiment runner keeps each one in git the moment it is written, so a killed training resumes
+    in another checkout)."""
+
+    progress: Progress | None = None
+    on_checkpoint: Callable[[Path], None] | None = None
+
+    def callbacks(self) -> list[Any]:
+        """transformers ``TrainerCallback`` objects for these hooks (none when nothing is watched)."""
+        from transformers import TrainerCallback
+
+        hooks = self
+
+        class _Hooks(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if hooks.progress:
+                    hooks.progress(state.global_step, state.max_steps)
+
+            def on_save(self, args, state, control, **kwargs):
+                if hooks.on_checkpoint and state.is_world_process_zero:
+                    hooks.on_checkpoint(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+
+        return [_Hooks()] if self.progress or self.on_checkpoint else []
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident memory so far (Linux reports KiB), for every manifest."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def lora_config(r: int = 16, alpha: int = 32, dropout: float = 0.05, target_modules: str | list[str] = "all-linear"):
@@ -167,7 +207,25 @@ def loss_curve(log_history: Sequence[Mapping[str, Any]]) -> list[dict[str, float
     return [{"step": row["step"], "loss": row["loss"]} for row in log_history if "loss" in row and "step" in row]
 
 
-def device_training_args(device: str, activation_checkpointing: bool) -> dict[str, Any]:
+def resolve_precision(precision: Precision, device: str) -> Literal["fp32", "bf16"]:
+    """``auto`` -> what is fast here; an explicit choice (e.g. the one a kept checkpoint was trained in) stays."""
+    from agentark.models.hardware import cpu_info
+
+    if precision != "auto":
+        return precision
+    return "bf16" if device == "cuda" or cpu_info().fast_bf16 else "fp32"
+
+
+def training_resources(metrics: Mapping[str, Any], steps_run: int, precision: str) -> dict[str, Any]:
+    """The cost figures every manifest records: peak RSS, seconds per optimiser step, CPU, precision."""
+    from agentark.models.hardware import cpu_info
+
+    runtime = float(metrics.get("train_runtime", 0.0))
+    return {"peak_rss_gib": round(peak_rss_gib(), 2), "s_per_step": round(runtime / steps_run, 2) if steps_run else None,
+            "steps_run": steps_run, "cpu": cpu_info().model, "precision": precision}
+
+
+def device_training_args(device: str, activation_checkpointing: bool, precision: Precision = "auto") -> dict[str, Any]:
     """Trainer arguments that depend on the device, shared by the SFT and GRPO configs.
 
     ``bf16`` is mixed precision: on CUDA over bf16 weights, on CPU as bf16 autocast over fp32 weights, and
@@ -176,7 +234,5 @@ def device_training_args(device: str, activation_checkpointing: bool) -> dict[st
     defaults ``bf16`` to True even there, and the deprecated alias ``gradient_checkpointing`` to True; the
     new name ``activation_checkpointing`` overrides it.
     """
-    from agentark.models.hardware import cpu_info
-
-    return {"bf16": device == "cuda" or cpu_info().fast_bf16, "activation_checkpointing": activation_checkpointing,
+    return {"bf16": resolve_precision(precision, device) == "bf16", "activation_checkpointing": activation_checkpointing,
             "use_cpu": device == "cpu", "dataloader_pin_memory": device == "cuda"}

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agentark.config import stable_hash
 from agentark.distill.registry import get_strategy
-from agentark.distill.training import read_manifest
+from agentark.distill.training import TrainHooks, read_manifest
 from agentark.pipeline.cache import free_memory, run_stage
 from agentark.traces.store import TRACES_FILE, read_traces
 
@@ -47,13 +46,17 @@ def traces_fingerprint(traces: str | Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def distill(strategy: str, config: Any, traces: str | Path,
-            on_progress: Callable[[int, int], None] | None = None) -> Distilled:
+def stage_fingerprint(strategy: str, config: Any, traces: str | Path) -> str:
+    """The distill stage's fingerprint: the strategy's settings and the traces' content."""
+    return stable_hash({**get_strategy(strategy).identity(config), "traces": traces_fingerprint(traces)})
+
+
+def distill(strategy: str, config: Any, traces: str | Path, hooks: TrainHooks = TrainHooks()) -> Distilled:
     """Train ``strategy``'s student with ``config`` on ``traces``, unless the same one is already there
     (``config.force`` retrains). A strategy whose data builder keeps no sample from these traces is
     skipped with the reason, not an error: the pilot reports it and goes on with the others."""
     spec = get_strategy(strategy)
-    fingerprint = stable_hash({**spec.identity(config), "traces": traces_fingerprint(traces)})
+    fingerprint = stage_fingerprint(strategy, config, traces)
     out = Path(config.out)
 
     def train() -> dict[str, Any]:
@@ -61,7 +64,7 @@ def distill(strategy: str, config: Any, traces: str | Path,
         if reason:
             logger.warning("distill %s skipped: %s", strategy, reason)
             return {"skipped": reason}
-        path = spec.train(config, Path(traces), on_progress)
+        path = spec.train(config, Path(traces), hooks)
         free_memory()
         return {"fingerprint": read_manifest(path)["fingerprint"]}
 

@@ -48,6 +48,7 @@ from agentark.gate import GateConfig
 from agentark.mas import MultiAgentSystem
 from agentark.models.packs import DEFAULT_MODEL
 from agentark.pipeline.cache import EngineSlot, free_memory
+from agentark.distill.training import TrainHooks
 from agentark.pipeline.distillation import Distilled, distill
 from agentark.pipeline.evaluation import EvalJob, Evaluated, evaluate_job
 from agentark.pipeline.generation import GenerateConfig, generate
@@ -306,7 +307,7 @@ class _Pipeline:
             name = f"distill:{strategy}"
             self.emit(name, "training", 0, None)
             result = distill(strategy, self.config.distill_config(strategy), self.config.traces_dir,
-                             partial(self.emit, name, "training"))
+                             TrainHooks(progress=partial(self.emit, name, "training")))
             self.done(name, result.cached, result.skipped)
             students[strategy] = result
         return students

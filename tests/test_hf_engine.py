@@ -48,6 +48,8 @@ def test_greedy_batch_matches_model_generate_prompt_by_prompt(engine):
         assert completion.prompt_tokens == len(engine._encode([conversation])[0])
         assert completion.finish_reason == ("length" if len(expected) == 12 and expected[-1] not in engine._eos_ids()
                                             else "stop")
+    # The twin's prompt came from the first one's prefill: that is what the engine reports as cached.
+    assert [c.cached_prompt_tokens for c in completions] == [0, 0, completions[0].prompt_tokens, 0, 0]
 
 
 def test_identical_prompts_share_a_prefill_but_sample_independently(engine):

@@ -230,3 +230,25 @@ def test_a_client_that_leaves_mid_stream_frees_its_slot(tiny_qwen):
         after = httpx.post(f"{url}/v1/chat/completions", timeout=60, json={**body, "stream": False, "max_tokens": 4})
     assert after.status_code == 200
     assert len(engine.streamed) == 1 and engine.streamed[0].completion_tokens < 800
+
+
+def test_a_debate_round_reuses_each_agents_cached_conversation_and_writes_the_same_text(tiny_qwen):
+    """Round 1 goes to the slots that served round 0 and prefills only what is new, with the greedy
+    text of prefilling everything (prompt_cache off: no affinity, no cache, nothing reported)."""
+    from agentark.mas import RunContext, get_system
+    from agentark.tasks import get_task
+
+    task = get_task("arithmetic")
+    items = task.items("train", 2)
+    texts, cached = {}, {}
+    for reuse in (True, False):
+        engine = LlamaCppEngine(tiny_qwen, n_parallel=4, n_ctx_per_seq=1024, prompt_cache=reuse)
+        ctx = RunContext(task, engine, SamplingParams(temperature=0.0, max_new_tokens=8))
+        traces = get_system("debate", agents=3, rounds=2, early_stop=False).run(ctx, items)
+        engine.close()
+        texts[reuse] = [t.text for trace in traces for t in trace.turns]
+        cached[reuse] = [(t.cached_prompt_tokens, t.prompt_tokens) for trace in traces for t in trace.round_turns(1)]
+    assert texts[True] == texts[False]
+    assert all(n > 0 for n, _ in cached[True]) and all(n == 0 for n, _ in cached[False])
+    # Each agent's question and own answer come from the cache: well over a third of round 1's prompt.
+    assert sum(n for n, _ in cached[True]) > 0.35 * sum(sent for _, sent in cached[True])

@@ -48,6 +48,15 @@ class Completion:
     # batch, so members share the batch's latency: that is the latency a user of the batch sees.
     latency_s: float
     finish_reason: str = "stop"  # "stop" | "length"
+    # Of ``prompt_tokens``, those served from a prompt (prefix) cache instead of being prefilled:
+    # a debate's later rounds start with what the agent's conversation already held.
+    cached_prompt_tokens: int = 0
+
+
+def cached_prompt_tokens(usage: dict) -> int:
+    """Prompt tokens a server took from its prompt cache, from an OpenAI-style ``usage``
+    (``prompt_tokens_details.cached_tokens``; llama.cpp's server fills it with its ``timings.cache_n``)."""
+    return int((usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
 
 
 @runtime_checkable

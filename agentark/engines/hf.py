@@ -67,6 +67,8 @@ class HFEngine:
         device = self.model.device
         distinct: dict[tuple[int, ...], int] = {}
         source = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]  # row -> distinct prompt
+        # Every row after the first with its prompt gets that prompt's KV cache without prefilling it.
+        cached = [len(p) if source.index(s) < row else 0 for row, (p, s) in enumerate(zip(prompts, source))]
         batch = self.tokenizer.pad({"input_ids": [list(p) for p in distinct]}, padding=True, return_tensors="pt").to(device)
         input_ids, attention = batch["input_ids"], batch["attention_mask"]
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
@@ -108,8 +110,8 @@ class HFEngine:
         latency = time.perf_counter() - start
         return [
             Completion(cut_at_stop(self.tokenizer.decode(toks, skip_special_tokens=True), sampling.stop),
-                       len(prompt), len(toks), latency, reason)
-            for prompt, toks, reason in zip(prompts, tokens, finish)
+                       len(prompt), len(toks), latency, reason, shared)
+            for prompt, toks, reason, shared in zip(prompts, tokens, finish, cached)
         ]
 
     def _stopped(self, tokens: list[int], stop: tuple[str, ...]) -> bool:

@@ -4,8 +4,9 @@ The engine embeds llama.cpp's C++ server in-process (the ``xllamacpp`` wheel: pr
 no dependencies). That server is what llama.cpp users deploy: ``n_parallel`` slots decoded together
 in one batch per step (continuous batching: a finished slot takes the next queued request at once),
 a per-slot prompt cache, sampling with per-request seeds. Every conversation of a ``generate`` call is
-sent as one chat-completion request from a thread pool, so a debate round (agents x questions)
-becomes one stream of requests that the server batches.
+sent as one chat-completion request by one of ``n_parallel`` slot workers (:class:`SlotScheduler`),
+so a debate round (agents x questions) becomes one stream of requests that the server batches, and
+each request goes to the slot that already holds most of its prompt.
 
 Why not ``llama-cpp-python``: it compiles for ~11 min on 2 cores, its native build crashed on an AMX
 CPU of this machine kind, and its ``Llama`` API decodes one sequence at a time; batching there is a
@@ -17,14 +18,21 @@ min-p 0.05 and repetition penalty are switched off), temperature 0 is greedy.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import secrets
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+import weakref
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-from agentark.engines.base import Completion, Conversation, EngineRequestError, SamplingParams, TextSink
+from agentark.engines.base import (Completion, Conversation, EngineRequestError, SamplingParams, TextSink,
+                                   cached_prompt_tokens)
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +51,14 @@ class LlamaCppEngine:
     thread_safe = True  # concurrent calls share the slots and are batched per decode step
 
     def __init__(self, model: str, n_parallel: int = 32, n_ctx_per_seq: int = 2048, n_threads: int | None = None,
-                 outtype: str | None = None):
+                 outtype: str | None = None, prompt_cache: bool = True):
         """``n_parallel`` sequences decode together, each with ``n_ctx_per_seq`` tokens of context
         (prompt + answer; the KV cache for all slots is allocated up front). ``outtype`` is the GGUF type
         HF weights are converted to (default f16); packs run in their own quantisation unless it is
-        given (``outtype=f16`` runs a base pack like its f16-converted students)."""
+        given (``outtype=f16`` runs a base pack like its f16-converted students). ``prompt_cache=False``
+        prefills every prompt in full (no slot affinity, llama.cpp's ``cache_prompt`` off): llama.cpp
+        does not promise bit-identical logits for a prefix taken from the cache, so this is the way to
+        check that reuse changed nothing."""
         try:
             import xllamacpp
         except ImportError as exc:
@@ -60,6 +71,7 @@ class LlamaCppEngine:
         self.path = resolve_gguf(model, outtype)  # type: ignore[arg-type]
         self.n_parallel = n_parallel
         self.n_ctx_per_seq = n_ctx_per_seq
+        self.prompt_cache = prompt_cache
         params = xllamacpp.CommonParams()
         params.model.path = str(self.path)
         params.n_parallel = n_parallel
@@ -77,11 +89,13 @@ class LlamaCppEngine:
             self.server = xllamacpp.Server(params)
         except Exception as exc:  # xllamacpp raises a bare RuntimeError/ValueError on a bad file
             raise LlamaCppError(f"llama.cpp could not load {self.path}: {exc}") from exc
-        self._pool = ThreadPoolExecutor(max_workers=n_parallel, thread_name_prefix="llamacpp")
+        self._slots = SlotScheduler(n_parallel, affinity=prompt_cache)
+        weakref.finalize(self, self._slots.close, False)  # an engine nobody closed still stops its workers
 
     def generate(self, conversations: list[Conversation], sampling: SamplingParams) -> list[Completion]:
-        bodies = [self.request(c, sampling, i) for i, c in enumerate(conversations)]
-        return list(self._pool.map(self._complete, bodies))
+        futures = self._slots.submit([(conversation_key(c), partial(self._complete, self.request(c, sampling, i)))
+                                      for i, c in enumerate(conversations)])
+        return [f.result() for f in futures]
 
     def request(self, conversation: Conversation, sampling: SamplingParams, index: int = 0) -> dict[str, Any]:
         """The chat-completion body for one conversation; seeds are offset by position so identical
@@ -95,6 +109,7 @@ class LlamaCppEngine:
             "min_p": 0.0,
             "repeat_penalty": 1.0,
             "ignore_eos": sampling.ignore_eos,
+            "cache_prompt": self.prompt_cache,
         }
         if sampling.stop:
             body["stop"] = list(sampling.stop)
@@ -102,9 +117,9 @@ class LlamaCppEngine:
             body["seed"] = (sampling.seed + index) % (2**32 - 1)  # 2**32 - 1 means "random" to llama.cpp
         return body
 
-    def _complete(self, body: dict[str, Any]) -> Completion:
+    def _complete(self, body: dict[str, Any], slot: int) -> Completion:
         start = time.perf_counter()
-        out = self.server.handle_chat_completions(body)
+        out = self.server.handle_chat_completions({**body, "id_slot": slot})
         latency = time.perf_counter() - start
         if "error" in out:
             raise self._error(out["error"])
@@ -115,12 +130,17 @@ class LlamaCppEngine:
             completion_tokens=usage["completion_tokens"],
             latency_s=latency,
             finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
+            cached_prompt_tokens=cached_prompt_tokens(usage),
         )
 
     def stream(self, conversation: Conversation, sampling: SamplingParams, sink: TextSink) -> Completion:
         """One conversation through llama.cpp's own streaming: ``sink`` gets each token's text as the
         slot decodes it, alongside every other request the server is batching."""
         body = {**self.request(conversation, sampling), "stream": True, "stream_options": {"include_usage": True}}
+        (future,) = self._slots.submit([(conversation_key(conversation), partial(self._stream, body, sink))])
+        return future.result()
+
+    def _stream(self, body: dict[str, Any], sink: TextSink, slot: int) -> Completion:
         pieces: list[str] = []
         state: dict[str, Any] = {"finish": "stop", "usage": None, "error": None}
 
@@ -140,14 +160,14 @@ class LlamaCppEngine:
             return False
 
         start = time.perf_counter()
-        out = self.server.handle_chat_completions(body, on_chunk)
+        out = self.server.handle_chat_completions({**body, "id_slot": slot}, on_chunk)
         if isinstance(out, dict) and "error" in out:
             state["error"] = out["error"]
         if state["error"] is not None:
             raise self._error(state["error"])
         usage = state["usage"] or {"prompt_tokens": 0, "completion_tokens": len(pieces)}  # stopped early
         return Completion("".join(pieces), usage["prompt_tokens"], usage["completion_tokens"],
-                          time.perf_counter() - start, state["finish"])
+                          time.perf_counter() - start, state["finish"], cached_prompt_tokens(usage))
 
     def _error(self, error: Any) -> LlamaCppError:
         message = error.get("message", error) if isinstance(error, dict) else error
@@ -157,5 +177,115 @@ class LlamaCppEngine:
 
     def close(self) -> None:
         """Stop the server's threads and free the model and KV cache now rather than at garbage collection."""
-        self._pool.shutdown(wait=True)
+        self._slots.close()
         self.server = None  # type: ignore[assignment]
+
+
+def conversation_key(conversation: Conversation) -> str:
+    """A conversation as one string in which a continuation starts with its earlier turn's key (see
+    :meth:`SlotScheduler.held_after`): a common prefix of keys is a common prefix of prompts."""
+    return "".join(_message_key(m["role"], m["content"]) for m in conversation)
+
+
+def _message_key(role: str, content: str) -> str:
+    return f"\x1e{role}\x1f{content}"  # record/unit separators: never in a role name
+
+
+@dataclass
+class _Job:
+    key: str
+    run: Callable[[int], Completion]
+    number: int  # submission order
+    future: Future[Completion] = field(default_factory=Future)
+
+
+class SlotScheduler:
+    """One worker thread per llama.cpp slot; a free slot takes the waiting request whose conversation
+    best continues the one it last served, and sends it with ``id_slot`` naming itself.
+
+    Why slot affinity here, derived from the conversations, and not a per-conversation key passed by
+    the caller: an engine stays ``generate(conversations, sampling)``, the debate needs no notion of
+    slots, and any multi-turn caller (a debate round, a served chat's next turn) gets the reuse for
+    free. The conversation itself is the key: a debate agent's next prompt starts with its question and
+    its own answer, which is what its slot's KV cache holds, and llama.cpp's ``cache_prompt`` then
+    prefills only the rest. Letting the server choose (``id_slot`` -1) gives each request, as it
+    arrives, the idle slot whose cache resembles it most, so a round's first requests take the slots
+    that later ones needed; pinning each request to one slot would leave other slots idle while it
+    waits. A pull by free slots keeps every slot busy and still sends most requests to the slot that
+    holds their prefix.
+
+    A free slot looks only at requests submitted less than ``lookahead`` after the oldest waiting one,
+    so that one is passed over by at most ``lookahead - 1`` better matches and never waits for ever.
+    """
+
+    def __init__(self, n_slots: int, affinity: bool = True, lookahead: int | None = None):
+        self.affinity = affinity
+        self.lookahead = lookahead or 8 * n_slots
+        self._waiting: list[_Job] = []  # in submission order
+        self._numbers = itertools.count()
+        self._changed = threading.Condition()
+        self._closed = False
+        self._workers = [threading.Thread(target=self._work, args=(slot,), name=f"llamacpp-slot-{slot}", daemon=True)
+                         for slot in range(n_slots)]
+        for worker in self._workers:
+            worker.start()
+
+    def submit(self, requests: list[tuple[str, Callable[[int], Completion]]]) -> list[Future[Completion]]:
+        """Queue ``run(slot)`` for each ``(key, run)``, ``key`` being its conversation's
+        :func:`conversation_key`. A batch is queued at once, so that the free slots choose among all
+        of it rather than the first to wake taking the first request."""
+        with self._changed:
+            if self._closed:
+                raise RuntimeError("the llamacpp engine is closed")
+            jobs = [_Job(key, run, next(self._numbers)) for key, run in requests]
+            self._waiting.extend(jobs)
+            self._changed.notify_all()
+        return [job.future for job in jobs]
+
+    @staticmethod
+    def held_after(job_key: str, completion: Completion) -> str:
+        """What a slot holds after serving a conversation: its prompt and the answer it wrote."""
+        return job_key + _message_key("assistant", completion.text)
+
+    def _take(self, held: str) -> _Job | None:
+        """The next request for a slot holding ``held`` (the longest common prefix, oldest first on a
+        tie); ``None`` once closed and drained."""
+        with self._changed:
+            while not self._waiting and not self._closed:
+                self._changed.wait()
+            if not self._waiting:
+                return None
+            best = 0
+            if self.affinity and held:
+                limit = self._waiting[0].number + self.lookahead
+                window = itertools.takewhile(lambda job: job.number < limit, self._waiting)
+                shared = [len(os.path.commonprefix([held, job.key])) for job in window]
+                best = shared.index(max(shared))
+            return self._waiting.pop(best)
+
+    def _work(self, slot: int) -> None:
+        held = ""
+        while (job := self._take(held)) is not None:
+            held = self._serve(job, slot, held)
+            del job  # a waiting worker must not keep the engine (and its model) alive
+
+    def _serve(self, job: _Job, slot: int, held: str) -> str:
+        """Run ``job`` on ``slot``; returns what the slot holds afterwards."""
+        if not job.future.set_running_or_notify_cancel():
+            return held
+        try:
+            completion = job.run(slot)
+        except BaseException as exc:  # delivered to the caller through the future
+            job.future.set_exception(exc)
+            return held
+        job.future.set_result(completion)
+        return self.held_after(job.key, completion)
+
+    def close(self, wait: bool = True) -> None:
+        """Serve what is queued, then stop the workers (``wait``: until they have stopped)."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        if wait:
+            for worker in self._workers:
+                worker.join()

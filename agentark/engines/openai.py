@@ -195,6 +195,9 @@ class OpenAIEngine:
             completion_tokens=usage.completion_tokens if usage else 0,
             latency_s=latency_s,
             finish_reason=choice.finish_reason or "stop",
+            # OpenAI, vLLM and llama.cpp servers report the prompt tokens their prefix cache served here.
+            cached_prompt_tokens=(usage.prompt_tokens_details.cached_tokens or 0)
+            if usage and usage.prompt_tokens_details else 0,
         )
 
 

@@ -54,7 +54,9 @@ class LlamaCppSettings(EngineSettings):
     batch_field: ClassVar[str | None] = "n_parallel"
     # n_ctx_per_seq is operational: a request that does not fit its slot fails (the error says to
     # raise it) rather than being cut short, so raising it and resuming never changes a stored text.
-    operational_fields: ClassVar[frozenset[str]] = frozenset({"n_parallel", "n_threads", "n_ctx_per_seq"})
+    # prompt_cache is operational too: it decides which prompt tokens are prefilled, not what is written.
+    operational_fields: ClassVar[frozenset[str]] = frozenset({"n_parallel", "n_threads", "n_ctx_per_seq",
+                                                              "prompt_cache"})
 
     n_parallel: int = Field(32, ge=1, description="Slots decoded together (continuous batching). More slots use "
                             "the CPU better until memory bandwidth is the limit; each slot costs n_ctx_per_seq "
@@ -68,6 +70,10 @@ class LlamaCppSettings(EngineSettings):
         None, description="GGUF type that HF weights are converted to (default f16). A pack runs in its own "
         "quantisation unless this is set: set it (e.g. f16) so that a base pack and its f16 students compare "
         "like for like. Changes the numbers, so it is in the run hash.")
+    prompt_cache: bool = Field(True, description="Reuse the KV cache of a prompt's prefix that a slot already "
+                               "holds, and send each conversation's next turn to the slot that served its last one "
+                               "(a debate's later rounds then prefill only what is new). Turn it off to prefill "
+                               "every prompt in full, e.g. to check that reuse changed no text.")
 
 
 class HFSettings(EngineSettings):
@@ -114,7 +120,8 @@ class VLLMSettings(EngineSettings):
     """``vllm``: an in-process ``vllm.LLM`` on GPU (:mod:`agentark.engines.vllm`)."""
 
     kind: Literal["vllm"] = "vllm"
-    operational_fields: ClassVar[frozenset[str]] = frozenset({"gpu_memory_utilization", "tensor_parallel_size"})
+    operational_fields: ClassVar[frozenset[str]] = frozenset({"gpu_memory_utilization", "tensor_parallel_size",
+                                                              "enable_prefix_caching"})
 
     dtype: Dtype = Field("auto", description="Weights' dtype (auto: the checkpoint's own). Set it to match "
                          "another engine's precision; it changes the numbers, so it is in the run hash.")
@@ -125,6 +132,9 @@ class VLLMSettings(EngineSettings):
                                       "cut short, so it is in the run hash.")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs one model is split over; raise it for a model "
                                       "too large for one GPU.")
+    enable_prefix_caching: bool = Field(True, description="vLLM's automatic prefix caching: a prompt's prefix "
+                                        "already in the KV cache (a debate agent's question and earlier answer) is "
+                                        "not prefilled again. Turn it off to measure without it.")
 
 
 ENGINE_SETTINGS: dict[str, type[EngineSettings]] = {

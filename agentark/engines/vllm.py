@@ -24,7 +24,10 @@ class VLLMEngine:
         gpu_memory_utilization: float = 0.85,
         max_model_len: int | None = None,
         tensor_parallel_size: int = 1,
+        enable_prefix_caching: bool = True,
     ):
+        """``enable_prefix_caching``: vLLM keeps finished prompts' KV blocks and reuses any prefix a new
+        prompt shares with them, so a debate's later rounds prefill only what each agent has not seen."""
         try:
             import vllm
         except ImportError as exc:
@@ -39,6 +42,7 @@ class VLLMEngine:
             gpu_memory_utilization=gpu_memory_utilization,
             max_model_len=max_model_len,
             tensor_parallel_size=tensor_parallel_size,
+            enable_prefix_caching=enable_prefix_caching,
         )
 
     def generate(self, conversations: list[Conversation], sampling: SamplingParams) -> list[Completion]:
@@ -70,6 +74,7 @@ class VLLMEngine:
                 completion_tokens=len(out.outputs[0].token_ids),
                 latency_s=latency,
                 finish_reason=out.outputs[0].finish_reason or "stop",
+                cached_prompt_tokens=out.num_cached_tokens or 0,  # None when vLLM did not count them
             )
             for out in outputs
         ]

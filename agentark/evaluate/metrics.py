@@ -320,7 +320,9 @@ def summarize_debate(traces: Sequence[QuestionTrace]) -> dict[str, Any]:
             "final_strict": float(np.mean([strict_final_correct(t) for t in traces])),
             "majority_minus_mean_agent": last.majority - last.mean_agent,
         },
-        "per_round": {f"round_{r.round}": {"mean_agent": r.mean_agent, "majority": r.majority} for r in stats.rounds},
+        "per_round": {f"round_{r.round}": {"mean_agent": r.mean_agent, "majority": r.majority,
+                                           "prompt_cached_share": prompt_cached_share(traces, r.round)}
+                      for r in stats.rounds},
         "consensus_rate": stats.consensus_rate,
         "flips": {
             f"round_{f.from_round}->{f.to_round}": f.model_dump(include={"wrong_to_right", "right_to_wrong", "net"})
@@ -331,6 +333,14 @@ def summarize_debate(traces: Sequence[QuestionTrace]) -> dict[str, Any]:
             "generated": sum(t.completion_tokens for t in traces) / len(traces),
         },
     }
+
+
+def prompt_cached_share(traces: Sequence[QuestionTrace], round_: int) -> float:
+    """Share of the prompt tokens sent in ``round_`` (solver turns of the questions that ran it) that
+    the engine served from its prompt cache: how much of a debate round's prefill was reused."""
+    turns = [t for trace in traces for t in trace.round_turns(round_)]
+    sent = sum(t.prompt_tokens for t in turns)
+    return sum(t.cached_prompt_tokens for t in turns) / sent if sent else 0.0
 
 
 def sc_k_for_budget(debate_traces: Sequence[QuestionTrace], single_traces: Sequence[QuestionTrace]) -> int:

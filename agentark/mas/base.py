@@ -38,6 +38,7 @@ def make_turn(ctx: RunContext, item: Item, agent: int, round_: int, messages: Co
         correct=task.grade(answer, item.answer),
         correct_strict=task.grade(strict, item.answer),
         prompt_tokens=completion.prompt_tokens,
+        cached_prompt_tokens=completion.cached_prompt_tokens,
         completion_tokens=completion.completion_tokens,
         latency_s=completion.latency_s,
         finish_reason=completion.finish_reason,

@@ -25,6 +25,8 @@ class AgentTurn(BaseModel):
     correct: bool = False
     correct_strict: bool = False
     prompt_tokens: int = 0
+    cached_prompt_tokens: int = Field(0, description="Of prompt_tokens, those the engine served from its prompt "
+                                      "(prefix) cache instead of prefilling; 0 in traces made before it was counted.")
     completion_tokens: int = 0
     latency_s: float = 0.0
     finish_reason: str = "stop"
@@ -63,6 +65,10 @@ class QuestionTrace(BaseModel):
     @property
     def prompt_tokens(self) -> int:
         return sum(t.prompt_tokens for t in self.turns)
+
+    @property
+    def cached_prompt_tokens(self) -> int:
+        return sum(t.cached_prompt_tokens for t in self.turns)
 
     @property
     def completion_tokens(self) -> int:

@@ -44,6 +44,9 @@ def save_traces(stage_dir: Path, kept_dir: Path) -> int:
     data = traces.read_bytes()
     data = data[: data.rfind(b"\n") + 1]  # whole lines only: a writer may be half-way through its last record
     kept_dir.mkdir(parents=True, exist_ok=True)
+    if (kept_dir / KEPT_TRACES).is_file() and gzip.decompress((kept_dir / KEPT_TRACES).read_bytes()) == data:
+        save_records(stage_dir, kept_dir)
+        return data.count(b"\n")  # same records: the kept bytes (maybe gzipped elsewhere) stay as they are
     tmp = kept_dir / (KEPT_TRACES + ".tmp")
     with gzip.GzipFile(tmp, "wb", mtime=0) as f:  # mtime 0: equal traces give equal bytes, no empty commits
         f.write(data)

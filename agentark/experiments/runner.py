@@ -307,9 +307,12 @@ class ExperimentRunner:
                 local = sorted((out / CHECKPOINT_DIR).glob("checkpoint-*"), key=checkpoint_step)
                 meta = kept_meta(kept_dir / keep.CHECKPOINT) or {}
                 if local and checkpoint_step(local[-1]) > meta.get("step", -1):
-                    pack_checkpoint(local[-1], kept_dir / keep.CHECKPOINT,
-                                    {**{k: v for k, v in meta.items() if k != "step"}, "cpu": meta.get("cpu", self.cpu),
-                                     "training_fingerprint": (out / CHECKPOINT_DIR / FINGERPRINT_FILE).read_text()})
+                    made = (stage_record(out) or {}).get("config", {}).get("precision", "auto")  # this machine's run
+                    pack_checkpoint(local[-1], kept_dir / keep.CHECKPOINT, {
+                        "precision": meta.get("precision") or resolve_precision(made, training_dtype_device()[1]),
+                        **{k: v for k, v in meta.items() if k not in ("step", "precision")},
+                        "cpu": meta.get("cpu", self.cpu),
+                        "training_fingerprint": (out / CHECKPOINT_DIR / FINGERPRINT_FILE).read_text()})
                     keep.save_records(out, kept_dir, ("stage.json",))
                     kept.append(kept_dir)
         self._commit(kept, f"{self.config.name}: partial stages kept ({', '.join(p.name for p in kept)})")

@@ -24,8 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from agentark.distill.checkpoints import (CHECKPOINT_DIR, FINGERPRINT_FILE, checkpoint_step, kept_meta,
-                                          pack_checkpoint, unpack_checkpoint)
+from agentark.distill.checkpoints import (
+    CHECKPOINT_DIR,
+    FINGERPRINT_FILE,
+    checkpoint_step,
+    kept_meta,
+    pack_checkpoint,
+    unpack_checkpoint,
+)
 from agentark.distill.training import TrainHooks, peak_rss_gib, read_manifest, resolve_precision, training_dtype_device
 from agentark.evaluate.table import comparison_table, to_markdown
 from agentark.experiments import kept as keep
@@ -162,13 +168,13 @@ class ExperimentRunner:
     def _evaluate(self, stage: EvaluateStage) -> None:
         out, kept_dir = self.stage_dir(stage.name), self.kept_dir(stage.name)
         keep.restore_traces(kept_dir, out)
+        if self.is_done(stage):
+            return  # kept whole: its model need not exist here
         model = self.model_of(stage)
         config = stage.config(model, **self._adopted_engine(stage))
         job = config.job(model)
         job.run = job.run.model_copy(update={"out": str(out)})
         self._refuse_changed(stage.name, job.fingerprint())
-        if self.is_done(stage):
-            return
 
         def progress(done: int, total: int) -> None:
             self._emit(stage.name, "evaluating", done, total)

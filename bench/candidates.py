@@ -35,9 +35,12 @@ from pathlib import Path
 from agentark.models.hardware import cpu_info
 
 QUESTIONS = [
-    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether in April and May?",
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+    "How many clips did Natalia sell altogether in April and May?",
     "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. How much did she earn?",
-    "Betty is saving money for a new wallet which costs $100. Betty has only half of the money she needs. Her parents gave her $15, and her grandparents twice as much as her parents. How much more money does Betty need?",
+    "Betty is saving money for a new wallet which costs $100. Betty has only half of the money she needs. "
+    "Her parents gave her $15, and her grandparents twice as much as her parents. "
+    "How much more money does Betty need?",
     "James writes a 3-page letter to 2 different friends twice a week. How many pages does he write a year?",
     "A robe takes 2 bolts of blue fiber and half that much white fiber. How many bolts in total does it take?",
     "What is 37 * 24 - 118?",
@@ -142,10 +145,18 @@ def arm_hf_cb(a, ids):
         use_cuda_graph=False,
         use_async_batching=False,
     )
-    gc = GenerationConfig(max_new_tokens=a.max_new_tokens, do_sample=False, eos_token_id=-1, pad_token_id=tok.pad_token_id)
+    gc = GenerationConfig(
+        max_new_tokens=a.max_new_tokens, do_sample=False, eos_token_id=-1, pad_token_id=tok.pad_token_id
+    )
     res, gen = timed(model.generate_batch, inputs=ids, generation_config=gc, continuous_batching_config=cb)
     seqs = [r.generated_tokens for r in res.values()]
-    return dict(load_s=load, gen_s=gen, gen_cpu_s=timed.cpu, seqs=seqs, note=f"page_size={page} num_blocks={cb.num_blocks} max_batch_tokens=2048")
+    return dict(
+        load_s=load,
+        gen_s=gen,
+        gen_cpu_s=timed.cpu,
+        seqs=seqs,
+        note=f"page_size={page} num_blocks={cb.num_blocks} max_batch_tokens=2048",
+    )
 
 
 def arm_hf_compile(a, ids):
@@ -156,7 +167,14 @@ def arm_hf_compile(a, ids):
     # warm-up on the full batch: compiles prefill + decode graphs (recompiles on new shapes are counted here)
     _, compile_s = timed(_hf_batched_generate, model, tok, ids, 4)
     seqs, gen = timed(_hf_batched_generate, model, tok, ids, a.max_new_tokens)
-    return dict(load_s=load, compile_s=compile_s, gen_s=gen, gen_cpu_s=timed.cpu, seqs=seqs, note="warm-up = generate(max_new_tokens=4)")
+    return dict(
+        load_s=load,
+        compile_s=compile_s,
+        gen_s=gen,
+        gen_cpu_s=timed.cpu,
+        seqs=seqs,
+        note="warm-up = generate(max_new_tokens=4)",
+    )
 
 
 def _arm_ct2(a, ids, compute_type):
@@ -168,7 +186,9 @@ def _arm_ct2(a, ids, compute_type):
                                      "--quantization", "float32", "--force"])
     tok = AutoTokenizer.from_pretrained(a.model_dir)
     t = time.perf_counter()
-    gen = ctranslate2.Generator(str(out), device="cpu", compute_type=compute_type, intra_threads=a.threads, inter_threads=1)
+    gen = ctranslate2.Generator(
+        str(out), device="cpu", compute_type=compute_type, intra_threads=a.threads, inter_threads=1
+    )
     load = time.perf_counter() - t
     tokens = [tok.convert_ids_to_tokens(x) for x in ids]
     res, gen_s = timed(gen.generate_batch, tokens, max_length=a.max_new_tokens, min_length=a.max_new_tokens,
@@ -250,8 +270,15 @@ def run_arm(arm: str, a) -> dict:
     cmd = [sys.executable, __file__, "--child", arm, "--out", out, "--model-dir", a.model_dir, "--prompts",
            str(a.prompts), "--threads", str(a.threads), "--max-new-tokens", str(a.max_new_tokens), "--cache-dir",
            a.cache_dir]
-    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), MKL_NUM_THREADS=str(a.threads), TOKENIZERS_PARALLELISM="false",
-               HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_VERBOSITY="error")
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(a.threads),
+        MKL_NUM_THREADS=str(a.threads),
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TRANSFORMERS_VERBOSITY="error",
+    )
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env)
     timer = threading.Timer(a.arm_timeout, proc.kill)
@@ -293,8 +320,11 @@ def main() -> None:
 
         a.model_dir = str(resolve_model(a.model))
     print(f"CPU: {cpu_info().describe()}")
-    print(f"model: {a.model_dir}\nworkload: {a.prompts} prompts x {a.max_new_tokens} new tokens, greedy, {a.threads} threads\n",
-          flush=True)
+    print(
+        f"model: {a.model_dir}\n"
+        f"workload: {a.prompts} prompts x {a.max_new_tokens} new tokens, greedy, {a.threads} threads\n",
+        flush=True,
+    )
 
     results = {}
     for arm in a.arms:
@@ -305,7 +335,8 @@ def main() -> None:
     ref = results.get("hf-generate")
     ref_tps = ref["tokens"] / ref["gen_s"] if ref and "error" not in ref else None
     ref_tpc = ref["tokens"] / ref["gen_cpu_s"] if ref_tps else None
-    head = f"{'arm':<12}{'tok/s':>8}{'ratio':>8}{'tok/cpu-s':>10}{'ratio':>7}{'gen s':>8}{'load s':>8}{'conv/comp s':>13}{'RSS GiB':>9}{'exact64':>9}{'same as ref':>12}"
+    head = (f"{'arm':<12}{'tok/s':>8}{'ratio':>8}{'tok/cpu-s':>10}{'ratio':>7}{'gen s':>8}{'load s':>8}"
+            f"{'conv/comp s':>13}{'RSS GiB':>9}{'exact64':>9}{'same as ref':>12}")
     print("\nCPU:", cpu_info().describe())
     print(head)
     for arm, r in results.items():
@@ -318,7 +349,7 @@ def main() -> None:
         extra = f"{extra:.1f}" + (" (c)" if r.get("convert") == "cached" else "") if extra is not None else "-"
         same = "-"
         if ref_tps and arm != "hf-generate":
-            same = f"{sum(x == y for x, y in zip(r['seqs'], ref['seqs']))}/{len(ref['seqs'])}"
+            same = f"{sum(x == y for x, y in zip(r['seqs'], ref['seqs'], strict=True))}/{len(ref['seqs'])}"
         tpc = r["tokens"] / r["gen_cpu_s"]
         ratio_c = f"{tpc / ref_tpc:.2f}x" if ref_tpc else "-"
         print(f"{arm:<12}{tps:>8.1f}{ratio:>8}{tpc:>10.1f}{ratio_c:>7}{r['gen_s']:>8.1f}{r['load_s']:>8.1f}{extra:>13}{r['rss_gib']:>9.2f}"
@@ -327,7 +358,9 @@ def main() -> None:
         if "note" in r:
             print(f"  {arm}: {r['note']}")
     if a.json:
-        Path(a.json).write_text(json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "seqs"} for k, v in results.items()}, indent=1))
+        Path(a.json).write_text(
+            json.dumps({k: {kk: vv for kk, vv in v.items() if kk != "seqs"} for k, v in results.items()}, indent=1)
+        )
 
 
 if __name__ == "__main__":

@@ -62,8 +62,12 @@ class BatchedGenerate:
                                       min_new_tokens=sampling.max_new_tokens, pad_token_id=self.tokenizer.pad_token_id)
         latency = time.perf_counter() - start
         new = out[:, batch["input_ids"].shape[1]:]
-        return [Completion(self.tokenizer.decode(row, skip_special_tokens=True), int(mask.sum()), len(row), latency, "length")
-                for row, mask in zip(new, batch["attention_mask"])]
+        return [
+            Completion(
+                self.tokenizer.decode(row, skip_special_tokens=True), int(mask.sum()), len(row), latency, "length"
+            )
+            for row, mask in zip(new, batch["attention_mask"], strict=True)
+        ]
 
 
 class RawLlamaCpp:
@@ -125,7 +129,12 @@ def run_arm(arm: str, args) -> dict:
     task = get_task("arithmetic")
     items = task.items("train", args.questions)
     system = get_system("debate", agents=args.agents, rounds=args.rounds, early_stop=False)
-    system.run(RunContext(task=task, engine=engine, sampling=SamplingParams(temperature=0.0, max_new_tokens=4, ignore_eos=True)), items[:1])
+    system.run(
+        RunContext(
+            task=task, engine=engine, sampling=SamplingParams(temperature=0.0, max_new_tokens=4, ignore_eos=True)
+        ),
+        items[:1],
+    )
     sampling = SamplingParams(temperature=0.0, max_new_tokens=args.max_new_tokens, ignore_eos=True)
     start = time.perf_counter()
     traces = system.run(RunContext(task=task, engine=engine, sampling=sampling), items)
@@ -139,7 +148,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=["generate", "hf", "llamacpp", "llamacpp-raw"])
-    parser.add_argument("--random-init", action="store_true", help="Random weights of the model's config (hf arms, speed only).")
+    parser.add_argument(
+        "--random-init", action="store_true", help="Random weights of the model's config (hf arms, speed only)."
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--questions", type=int, default=16)
@@ -161,10 +172,14 @@ def main() -> None:
           f"llamacpp file: {args.outtype or 'as shipped'}")
     results = {}
     for arm in args.arms:
-        cmd = [sys.executable, __file__, "--child", arm] + [a for a in sys.argv[1:] if a not in args.arms and a != "--arms"]
+        cmd = [sys.executable, __file__, "--child", arm] + [
+            a for a in sys.argv[1:] if a not in args.arms and a != "--arms"
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
-            print(f"{arm:13s} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
+            print(
+                f"{arm:13s} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"
+            )
             continue
         results[arm] = json.loads(proc.stdout.strip().splitlines()[-1])
         r = results[arm]
@@ -173,9 +188,15 @@ def main() -> None:
     if ref := results.get("generate"):
         print("\nratio to batched model.generate (tokens/s, peak RSS):")
         for arm, r in results.items():
-            print(f"  {arm:13s} {r['tok_s'] / ref['tok_s']:5.2f}x speed   {r['peak_rss_gib'] / ref['peak_rss_gib']:5.2f}x memory")
+            print(
+                f"  {arm:13s} {r['tok_s'] / ref['tok_s']:5.2f}x speed   "
+                f"{r['peak_rss_gib'] / ref['peak_rss_gib']:5.2f}x memory"
+            )
     if "llamacpp" in results and "llamacpp-raw" in results:
-        print(f"llamacpp engine / llama.cpp's own server: {results['llamacpp']['tok_s'] / results['llamacpp-raw']['tok_s']:.2f}x")
+        print(
+            "llamacpp engine / llama.cpp's own server: "
+            f"{results['llamacpp']['tok_s'] / results['llamacpp-raw']['tok_s']:.2f}x"
+        )
     if "llamacpp" in results and "hf" in results:
         print(f"llamacpp engine / hf engine: {results['llamacpp']['tok_s'] / results['hf']['tok_s']:.2f}x")
 

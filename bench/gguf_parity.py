@@ -25,7 +25,7 @@ from agentark.tasks import get_task
 
 def common_prefix_share(reference: str, other: str) -> float:
     n = 0
-    for a, b in zip(reference, other):
+    for a, b in zip(reference, other, strict=True):
         if a != b:
             break
         n += 1
@@ -56,8 +56,8 @@ def main() -> None:
         engine = get_engine("llamacpp", args.model, n_parallel=min(args.n, 16), **options)
         texts = [c.text for c in engine.generate(conversations, greedy)]
         engine.close()
-        same = sum(a == b for a, b in zip(reference, texts))
-        share = sum(common_prefix_share(a, b) for a, b in zip(reference, texts)) / len(texts)
+        same = sum(a == b for a, b in zip(reference, texts, strict=True))
+        share = sum(common_prefix_share(a, b) for a, b in zip(reference, texts, strict=True)) / len(texts)
         print(f"  {label:34s} identical {same}/{len(texts)}, mean common prefix {100 * share:.0f}%")
 
 

@@ -44,21 +44,26 @@ def main() -> None:
 
     task = get_task("gsm8k", path=args.data)
     items = task.items("held-out", args.n)
-    print(f"CPU: {cpu_info().describe()}\nmodel={args.model} engine={args.engine} held-out items={len(items)}", flush=True)
+    print(
+        f"CPU: {cpu_info().describe()}\nmodel={args.model} engine={args.engine} held-out items={len(items)}", flush=True
+    )
     engine = get_engine(args.engine, args.model)
     with background_server(create_app(engine, served_model_name="m", max_batch_size=16)) as base:
         docs = run_lm_eval(f"{base}/v1/chat/completions", "m", items, args.out, max_gen_toks=args.max_gen_toks)
     ours_lm = lm_eval_correct([d.text for d in docs], [d.gold for d in docs])
     same_code = all(ours_lm[f][i] == d.correct[f] for f in ours_lm for i, d in enumerate(docs))
-    grader = [task.grade(task.normalize(task.extract(d.text).flexible), item.answer) for d, item in zip(docs, items)]
+    grader = [
+        task.grade(task.normalize(task.extract(d.text).flexible), item.answer)
+        for d, item in zip(docs, items, strict=True)
+    ]
     flexible = [d.correct["flexible-extract"] for d in docs]
-    agree = sum(g == f for g, f in zip(grader, flexible))
+    agree = sum(g == f for g, f in zip(grader, flexible, strict=True))
     print(f"lm-eval per item == agentark.evaluate.lmeval on the same responses: {same_code}")
     for f in ours_lm:
         print(f"  {f}: lm-eval {sum(d.correct[f] for d in docs)}/{len(docs)}, ours {sum(ours_lm[f])}/{len(docs)}")
     print(f"our grader {sum(grader)}/{len(docs)} vs lm-eval flexible-extract {sum(flexible)}/{len(docs)}: "
           f"same verdict on {agree}/{len(docs)} items")
-    for i, (d, g, f) in enumerate(zip(docs, grader, flexible)):
+    for i, (d, g, f) in enumerate(zip(docs, grader, flexible, strict=True)):
         if g != f:
             print(f"  item {i}: ours {g} (read {task.extract(d.text).flexible!r}), lm-eval {f} "
                   f"(read {d.filtered['flexible-extract']!r}), gold {items[i].answer}; text ends {d.text[-80:]!r}")

@@ -25,8 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from agentark.pipeline import GenerateConfig, generate
 from agentark.models.hardware import cpu_info
+from agentark.pipeline import GenerateConfig, generate
 
 
 def run(arm: str, args, root: Path) -> float:

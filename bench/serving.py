@@ -85,14 +85,15 @@ def llama_server_arm(conversations, args) -> LoadResult:
 
 
 def systems_mode(conversations, args) -> None:
+    from agentark.engines import close_engine, get_engine, resolve_engine_kind
     from agentark.mas import Debate
     from agentark.serve.systems import Hybrid, Team
 
-    from agentark.engines import close_engine, get_engine, resolve_engine_kind
-
     task = get_task("arithmetic", n_operands=3)
     kind = resolve_engine_kind(args.engine)
-    options = {"n_parallel": args.slots, "n_ctx_per_seq": args.ctx} if kind == "llamacpp" else {"batch_size": args.slots}
+    options = (
+        {"n_parallel": args.slots, "n_ctx_per_seq": args.ctx} if kind == "llamacpp" else {"batch_size": args.slots}
+    )
     engine = get_engine(kind, args.model, **options)
     print(f"engine={kind}", flush=True)
     team = Team(engine, Debate(agents=3, rounds=2), task)
@@ -142,7 +143,9 @@ def main() -> None:
           f"slots={args.slots} ctx/slot={args.ctx}")
     results: dict[str, LoadResult] = {}
     for arm in args.arms:
-        results[arm] = llama_server_arm(conversations, args) if arm == "llama-server" else agentark_arm(arm, conversations, args)
+        results[arm] = (
+            llama_server_arm(conversations, args) if arm == "llama-server" else agentark_arm(arm, conversations, args)
+        )
         r = results[arm]
 
         def ms(x):

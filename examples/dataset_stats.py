@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 
 from agentark.distill.data import build_samples, dataset_stats, pool_stats, unsolved_by
+from agentark.evaluate.table import markdown_table
 from agentark.models.loading import load_tokenizer
 from agentark.traces.store import read_traces
 
@@ -36,12 +37,12 @@ def main() -> None:
     if args.student_run:
         unsolved = unsolved_by(traces, read_traces(args.student_run))
         rows.insert(2, ("rsft:unsolved (all)", "rsft", unsolved, {"per_question": "all"}))
-    print("| strategy | questions | samples | corrective share | mean completion tokens |")
-    print("|---|---|---|---|---|")
+    table = []
     for label, strategy, chosen, opts in rows:
         stats = dataset_stats(build_samples(strategy, chosen, **opts), tokenizer)
-        print(f"| {label} | {stats['questions']} | {stats['samples']} | {stats['corrective_share']:.3f} | "
-              f"{stats['mean_completion_tokens']:.0f} |")
+        table.append([label, str(stats["questions"]), str(stats["samples"]), f"{stats['corrective_share']:.3f}",
+                      f"{stats['mean_completion_tokens']:.0f}"])
+    print(markdown_table(["strategy", "questions", "samples", "corrective share", "mean completion tokens"], table))
 
 
 if __name__ == "__main__":

@@ -41,4 +41,6 @@ class OverlapEngine:
         time.sleep(self.delay_s)
         with self._lock:
             self.in_flight -= 1
-        return [Completion(f"The answer is {len(c[-1]['content']) % 7}.", len(c), 5, self.delay_s) for c in conversations]
+        return [
+            Completion(f"The answer is {len(c[-1]['content']) % 7}.", len(c), 5, self.delay_s) for c in conversations
+        ]

@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from test_distill_data import GOLD, make_trace
 
 from agentark.traces import TraceStore
+
+from test_distill_data import GOLD, make_trace
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
@@ -29,9 +30,26 @@ def traces_dir(tmp_path_factory) -> Path:
 
 
 def distill_args(traces: Path, model: Path, out: Path, *extra: str) -> list[str]:
-    return ["distill", "--strategy", "rsft", "--traces", str(traces), "--model", str(model), "--out", str(out),
-            "--learning-rate", "1e-3", "--option", "per_device_train_batch_size=2", "--option", "effective_batch_size=4",
-            "--option", "logging_steps=1", *extra]
+    return [
+        "distill",
+        "--strategy",
+        "rsft",
+        "--traces",
+        str(traces),
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+        "--learning-rate",
+        "1e-3",
+        "--option",
+        "per_device_train_batch_size=2",
+        "--option",
+        "effective_batch_size=4",
+        "--option",
+        "logging_steps=1",
+        *extra,
+    ]
 
 
 def run(command: list[str], **kw) -> subprocess.CompletedProcess:
@@ -44,7 +62,14 @@ def manifest(out: Path) -> dict:
 
 
 def test_two_processes_match_one_at_the_same_effective_batch(traces_dir, tiny_model_dir, tmp_path):
-    one = run([sys.executable, "-m", "agentark", *distill_args(traces_dir, tiny_model_dir, tmp_path / "one", "--max-steps", "2")])
+    one = run(
+        [
+            sys.executable,
+            "-m",
+            "agentark",
+            *distill_args(traces_dir, tiny_model_dir, tmp_path / "one", "--max-steps", "2"),
+        ]
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     # The shipped DDP config; without a GPU its processes train on CPU over gloo.
     two = run(["accelerate", "launch", "--config_file", str(REPO / "examples" / "accelerate" / "ddp.yaml"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-
 import re
 
 from typer.testing import CliRunner
@@ -25,12 +24,13 @@ def _ok(args: list[str]) -> str:
 def test_generate_distill_evaluate(tiny_model_dir, tmp_path):
     model = str(tiny_model_dir)
     run = tmp_path / "run"
-    _ok(["generate", "--model", model, "--engine", "hf", "--n", "3", "--agents", "2", "--rounds", "2", "--max-new-tokens", "8", "--out", str(run)])
+    _ok(["generate", "--model", model, "--engine", "hf", "--n", "3", "--agents", "2", "--rounds", "2",
+         "--max-new-tokens", "8", "--out", str(run)])
     assert "consensus_rate" in _ok(["summarize", str(run)])
 
     student = tmp_path / "student"
-    args = ["distill", "--strategy", "sft", "--traces", str(run), "--model", model, "--out", str(student), "--max-steps", "1",
-            "--option", "per_device_train_batch_size=2"]
+    args = ["distill", "--strategy", "sft", "--traces", str(run), "--model", model, "--out", str(student),
+            "--max-steps", "1", "--option", "per_device_train_batch_size=2"]
     _ok(args)
     manifest = json.loads((student / "manifest.json").read_text())
     assert manifest["strategy"] == "sft" and manifest["base_model"] == model
@@ -39,7 +39,8 @@ def test_generate_distill_evaluate(tiny_model_dir, tmp_path):
     _ok(args)  # same inputs: nothing retrained, the weights file is untouched
     assert weights.stat().st_mtime_ns == stamp
 
-    out = _ok(["evaluate", "--model", str(student), "--n", "3", "--max-new-tokens", "8", "--out", str(tmp_path / "eval")])
+    out = _ok(["evaluate", "--model", str(student), "--n", "3", "--max-new-tokens", "8",
+               "--out", str(tmp_path / "eval")])
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     # The student and its base model (from the manifest) ran on the same three held-out items.
     assert set(results["metrics"]) == {"student", tiny_model_dir.name}
@@ -53,7 +54,8 @@ def test_bad_inputs_fail_with_a_clear_message(tmp_path):
     assert result.exit_code == 2 and "strategy" in result.output
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "1+1?", "answer": "#### 2"}\nnot json\n')
-    result = runner.invoke(app, ["generate", "--task", "gsm8k", "--data", str(bad), "--n", "1", "--out", str(tmp_path / "r")])
+    result = runner.invoke(app, ["generate", "--task", "gsm8k", "--data", str(bad), "--n", "1",
+                                 "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and f"{bad}:2" in result.output
 
 
@@ -72,7 +74,8 @@ class HalfRightEngine:
             operands = [int(x) for x in re.findall(r"\d+", expr)]
             operators = re.findall(r"[-+*]", expr)
             answer = evaluate_expression(operands, operators) + (i % 2)
-            out.append(Completion(f"First the products.\n\n{expr} = {answer}\n\nThe answer is \\boxed{{{answer}}}.", 20, 20, 0.1))
+            text = f"First the products.\n\n{expr} = {answer}\n\nThe answer is \\boxed{{{answer}}}."
+            out.append(Completion(text, 20, 20, 0.1))
         return out
 
 
@@ -81,8 +84,9 @@ def test_distill_pad_through_the_cli(tiny_model_dir, tmp_path):
     run = tmp_path / "run"
     generate(GenerateConfig(model=model, n=4, agents=2, rounds=1, out=str(run)), engine=HalfRightEngine())
     student = tmp_path / "pad"
-    _ok(["distill", "--strategy", "pad", "--traces", str(run), "--model", model, "--out", str(student), "--max-steps", "1",
-         "--option", "num_generations=2", "--option", "prompts_per_step=1", "--option", "max_completion_length=8"])
+    _ok(["distill", "--strategy", "pad", "--traces", str(run), "--model", model, "--out", str(student),
+         "--max-steps", "1", "--option", "num_generations=2", "--option", "prompts_per_step=1",
+         "--option", "max_completion_length=8"])
     manifest = json.loads((student / "manifest.json").read_text())
     assert (student / "model.safetensors").exists() and (student / "prm" / "manifest.json").exists()
     assert "reward" in json.dumps(manifest)
@@ -91,10 +95,9 @@ def test_distill_pad_through_the_cli(tiny_model_dir, tmp_path):
 def test_distill_yaml_is_overridden_only_by_flags_given(tmp_path, monkeypatch):
     """`--config` values survive unless a flag is actually passed (a flag's default never wins)."""
     import agentark.distill.sft as sft
+    from agentark.traces import TraceStore
 
     from trace_factory import GOLD, make_trace
-
-    from agentark.traces import TraceStore
 
     TraceStore(tmp_path).append([make_trace("q1", [[GOLD, GOLD]])])
     seen = []
@@ -124,7 +127,8 @@ def test_generate_and_evaluate_yaml_is_overridden_only_by_flags_given(tmp_path, 
     from agentark.pipeline import StageRecord
 
     seen = []
-    monkeypatch.setattr(generation, "generate", lambda cfg, **kw: seen.append(cfg) or StageRecord("generate", "f", {"questions": 0}, cached=True))
+    monkeypatch.setattr(generation, "generate", lambda cfg, **kw: seen.append(cfg)
+                        or StageRecord("generate", "f", {"questions": 0}, cached=True))
     cfg = tmp_path / "g.yaml"
     cfg.write_text("n: 7\ntemperature: 0.2\nagents: 4\n")
     monkeypatch.setattr("agentark.cli._print_summary", lambda run: None)
@@ -144,3 +148,16 @@ def test_generate_and_evaluate_yaml_is_overridden_only_by_flags_given(tmp_path, 
     assert seen_eval[-1].models == ["a", "b"] and seen_eval[-1].n == 3
     assert seen_eval[-1].sampling.max_new_tokens == 9 and seen_eval[-1].sampling.temperature == 0.0
 
+
+
+def test_serve_and_loadtest_validate_their_settings_like_every_command(tmp_path):
+    runner = CliRunner()
+    port = runner.invoke(app, ["serve", "--port", "99999"])
+    assert port.exit_code == 2 and "--port must be <= 65535" in port.output and "Traceback" not in port.output
+    config = tmp_path / "serve.yaml"
+    config.write_text("system: hybrid\nport: 8001\n")
+    hybrid = runner.invoke(app, ["serve", "--config", str(config)])
+    assert hybrid.exit_code == 2 and "exactly one of threshold and decision" in hybrid.output
+    config.write_text("url: http://127.0.0.1:1/v1\nmodel: m\nn: 0\n")
+    load = runner.invoke(app, ["loadtest", "--config", str(config)])
+    assert load.exit_code == 2 and "serve.yaml" in load.output and "n must be >= 1" in load.output

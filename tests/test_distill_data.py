@@ -52,10 +52,20 @@ def make_trace(
         for a, answer in enumerate(answers):
             messages = question_prompt(item_id)
             if r > 0:
-                messages += [{"role": "assistant", "content": texts.get((r - 1, a), default_text(a, r - 1, rounds[r - 1][a]))},
-                             {"role": "user", "content": FOLLOW_UP}]
-            turns.append(AgentTurn(agent=a, round=r, messages=messages, text=texts.get((r, a), default_text(a, r, answer)),
-                                   answer=answer, correct=answer in correct_answers))
+                messages += [
+                    {"role": "assistant", "content": texts.get((r - 1, a), default_text(a, r - 1, rounds[r - 1][a]))},
+                    {"role": "user", "content": FOLLOW_UP},
+                ]
+            turns.append(
+                AgentTurn(
+                    agent=a,
+                    round=r,
+                    messages=messages,
+                    text=texts.get((r, a), default_text(a, r, answer)),
+                    answer=answer,
+                    correct=answer in correct_answers,
+                )
+            )
     final = [t for t in turns if t.round == len(rounds) - 1]
     return QuestionTrace(
         task="arithmetic", item_id=item_id, question="What is 3 + 4 * 2?", gold=GOLD, system="debate", model_id="m",
@@ -94,7 +104,10 @@ def test_rsft_falls_back_to_majority_then_lowest_agent():
     lowest = make_trace("q1", [["7", GOLD, GOLD], ["7", GOLD, GOLD]])  # no correction: agent 1 (lowest correct)
     # Agent 0 is correct but not with the majority spelling of the answer: the majority one is preferred.
     majority = make_trace("q2", [["11.0", GOLD, GOLD], ["11.0", GOLD, GOLD]], correct_answers=frozenset({GOLD, "11.0"}))
-    assert build_rsft([lowest, majority]) == [expected(lowest, 1, 1, False, "rsft"), expected(majority, 1, 1, False, "rsft")]
+    assert build_rsft([lowest, majority]) == [
+        expected(lowest, 1, 1, False, "rsft"),
+        expected(majority, 1, 1, False, "rsft"),
+    ]
 
 
 def test_rsft_all_takes_every_correct_final_agent_corrective_first():
@@ -159,8 +172,15 @@ def test_answer_only_is_the_gold_answer_for_every_question():
     wrong = make_trace("bad", [["7", "7"]], final_correct=False)
     right = make_trace("good", [[GOLD, GOLD]])
     assert build_answer_only([wrong, right]) == [
-        {"prompt": question_prompt(t.item_id), "completion": [{"role": "assistant", "content": "The answer is \\boxed{11}."}],
-         "item_id": t.item_id, "strategy": "sft", "agent": None, "round": None, "corrective": False}
+        {
+            "prompt": question_prompt(t.item_id),
+            "completion": [{"role": "assistant", "content": "The answer is \\boxed{11}."}],
+            "item_id": t.item_id,
+            "strategy": "sft",
+            "agent": None,
+            "round": None,
+            "corrective": False,
+        }
         for t in (wrong, right)
     ]
 
@@ -236,8 +256,10 @@ def test_dataset_stats():
 def test_round_zero_control_takes_only_round_zero_turns():
     traces = [
         make_trace("fixed", [[GOLD, "7", GOLD], [GOLD, GOLD, GOLD]]),  # revised: round 1 differs from round 0
-        make_trace("agreed", [[GOLD, GOLD, GOLD]]),                     # consensus in round 0: one round only
-        make_trace("lost", [[GOLD, "7", "7"], ["7", "7", "7"]], final_correct=False),  # the team talked itself out of it
+        make_trace("agreed", [[GOLD, GOLD, GOLD]]),  # consensus in round 0: one round only
+        make_trace(
+            "lost", [[GOLD, "7", "7"], ["7", "7", "7"]], final_correct=False
+        ),  # the team talked itself out of it
     ]
     first = build_rsft(traces, "all", source_round="first")
     assert {s["round"] for s in first} == {0}

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_distill_data import GOLD, make_trace
 from transformers import AutoModelForCausalLM
 
 import agentark.distill.sft as sft
 from agentark.distill import SFTDistillConfig, build_samples, build_trainer, read_manifest, to_dataset, train_sft
 from agentark.models import load_tokenizer
 from agentark.traces import TraceStore
+
+from test_distill_data import GOLD, make_trace
 
 Q_PROJ = "model.layers.0.self_attn.q_proj.weight"
 EMBED = "model.embed_tokens.weight"
@@ -64,7 +65,7 @@ def test_train_save_reload_cache_and_force(traces_dir, tiny_model_dir, tmp_path,
     # Same config again: up to date, no trainer is even built.
     mtime = (out / "manifest.json").stat().st_mtime_ns
     monkeypatch.setattr(sft, "build_trainer", lambda *a, **k: pytest.fail("retrained an up-to-date student"))
-    with caplog.at_level(logging.INFO, logger="agentark.distill.sft"):
+    with caplog.at_level(logging.INFO, logger="agentark.distill.lifecycle"):
         assert train_sft(cfg) == out
     assert "up to date" in caplog.text
     assert (out / "manifest.json").stat().st_mtime_ns == mtime
@@ -127,7 +128,7 @@ def test_loss_is_on_the_completion_only(traces_dir, tiny_model_dir, tmp_path):
     completion_of = {tokenizer.apply_chat_template(s["prompt"], add_generation_prompt=True, tokenize=False):
                      s["completion"][0]["content"] for s in samples}
     assert len(batch["input_ids"]) == 4
-    for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"]):
+    for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"], strict=True):
         n_prompt = int((labels != -100).nonzero()[0])
         n_real = int(mask.sum())
         prompt = tokenizer.decode(ids[:n_prompt])
@@ -145,7 +146,9 @@ def test_samples_cut_by_max_length_are_reported(caplog):
         sft.check_cut_samples({"input_ids": []}, n_samples=3, max_length=16)
 
 
-@pytest.mark.parametrize(("offline", "preset", "expected"), [(True, None, "NO"), (True, "YES", "YES"), (False, None, None)])
+@pytest.mark.parametrize(
+    ("offline", "preset", "expected"), [(True, None, "NO"), (True, "YES", "YES"), (False, None, None)]
+)
 def test_hub_kernels_off_for_offline_cuda_training(monkeypatch, offline, preset, expected):
     """Offline, transformers would fetch Hub kernels at the first CUDA training step and fail; the user's own
     USE_HUB_KERNELS always wins, and online nothing is touched."""

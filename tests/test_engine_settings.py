@@ -27,7 +27,9 @@ def backend_parameters(kind: str) -> dict[str, inspect.Parameter]:
     from agentark.engines.openai import OpenAIEngine
     from agentark.engines.vllm import VLLMEngine
 
-    build = {"llamacpp": LlamaCppEngine, "hf": HFEngine.from_pretrained, "openai": OpenAIEngine, "vllm": VLLMEngine}[kind]
+    build = {"llamacpp": LlamaCppEngine, "hf": HFEngine.from_pretrained, "openai": OpenAIEngine, "vllm": VLLMEngine}[
+        kind
+    ]
     parameters = inspect.signature(build).parameters
     return {name: p for name, p in list(parameters.items()) if name not in ("self", "cls", "model", "name")}
 
@@ -42,7 +44,9 @@ def test_settings_mirror_the_backend_and_say_why(kind):
     assert set(fields) == set(parameters)
     assert {n: f.default for n, f in fields.items()} == {n: p.default for n, p in parameters.items()}
     assert all(f.description for f in fields.values())
-    assert cls.operational_fields <= set(fields) and (cls.batch_field is None or cls.batch_field in cls.operational_fields)
+    assert cls.operational_fields <= set(fields) and (
+        cls.batch_field is None or cls.batch_field in cls.operational_fields
+    )
     assert cls().kind == kind
 
 
@@ -77,7 +81,9 @@ def test_identity_is_the_output_changing_options_away_from_defaults():
     assert HFSettings(dtype="bf16").identity() == {"dtype": "bfloat16"}  # one spelling, one hash
     assert HFSettings(batch_size=8, device="cpu").identity() == {}
     assert HFSettings(dtype="auto").identity() == {}  # a default written out keeps the hash
-    assert LlamaCppSettings(n_parallel=2, n_threads=2, n_ctx_per_seq=4096, outtype="f16").identity() == {"outtype": "f16"}
+    assert LlamaCppSettings(n_parallel=2, n_threads=2, n_ctx_per_seq=4096, outtype="f16").identity() == {
+        "outtype": "f16"
+    }
     assert OpenAISettings(concurrency=64, timeout_s=5, api_key_env="K").identity() == {}
     assert OpenAISettings(base_url="http://h/v1").identity() == {"base_url": "http://h/v1"}
     assert VLLMSettings(max_model_len=4096, tensor_parallel_size=2).identity() == {"max_model_len": 4096}
@@ -92,7 +98,9 @@ def test_get_engine_with_a_typo_fails_before_any_model_loads(monkeypatch):
 
     monkeypatch.setattr(HFEngine, "from_pretrained", loaded)
     monkeypatch.setattr(LlamaCppEngine, "__init__", loaded)
-    with pytest.raises(ValueError, match=r"^engine hf: unknown option 'batchsize'; valid options: batch_size, device, dtype$"):
+    with pytest.raises(
+        ValueError, match=r"^engine hf: unknown option 'batchsize'; valid options: batch_size, device, dtype$"
+    ):
         get_engine("hf", "no/such-model", batchsize=4)
     with pytest.raises(ValueError, match=r"^engine llamacpp: unknown option 'n_paralel'"):
         get_engine("llamacpp", "no/such-model", n_paralel=4)

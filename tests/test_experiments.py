@@ -118,8 +118,16 @@ def test_killed_training_resumes_from_its_kept_checkpoint_in_a_fresh_clone(repo,
 def test_a_stage_kept_on_another_engine_is_not_silently_replaced(repo):
     kept = repo / "results/tiny/kept/train/single"
     kept.mkdir(parents=True)
-    (kept / "stage.json").write_text(json.dumps({"stage": "generate", "fingerprint": "x", "complete": False,
-                                                 "config": {"engine": "llamacpp", "engine_options": {}, "batch_size": 8}}))
+    (kept / "stage.json").write_text(
+        json.dumps(
+            {
+                "stage": "generate",
+                "fingerprint": "x",
+                "complete": False,
+                "config": {"engine": "llamacpp", "engine_options": {}, "batch_size": 8},
+            }
+        )
+    )
     with pytest.raises(StageRefused, match="made on engine llamacpp.*asks for hf"):
         runner(repo).run()
     # Without an engine in the spec (auto), the kept run's engine is adopted on any machine.

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import pytest
-from trace_factory import make_trace, single_traces
 
 from agentark.evaluate.metrics import compute_metrics
 from agentark.evaluate.robustness import RobustnessRow, RobustnessTable
-from agentark.gate.decide import Decision, GateConfig, agreement_confidence, choose_hybrid, decide, estimate_hybrid, plan_hybrid
+from agentark.gate.decide import (
+    Decision,
+    GateConfig,
+    agreement_confidence,
+    choose_hybrid,
+    decide,
+    estimate_hybrid,
+    plan_hybrid,
+)
+
+from trace_factory import make_trace, single_traces
 
 # 100 items: 0-69 both right, 70-79 only the team right, 80-99 both wrong.
 MAS_CORRECT = [True] * 80 + [False] * 20
@@ -34,7 +43,12 @@ def test_adopt_when_every_gate_passes(mas):
     decision = decide(student, mas, robustness(0.1), GateConfig(p95_latency_s=2.0, p99_latency_s=3.0))
     assert decision.outcome == "adopt"
     assert [(g.name, g.status) for g in decision.gates] == [
-        ("accuracy", "pass"), ("latency_p95", "pass"), ("latency_p99", "pass"), ("robustness", "pass"), ("cost", "pass")]
+        ("accuracy", "pass"),
+        ("latency_p95", "pass"),
+        ("latency_p99", "pass"),
+        ("robustness", "pass"),
+        ("cost", "pass"),
+    ]
     assert "lower bound 1.000 ≥ 0.950" in decision.gates[0].reason
     assert "1.000 s ≤ target 2.000 s" in decision.gates[1].reason
 
@@ -47,7 +61,9 @@ def test_keep_multi_agent_when_accuracy_fails_and_no_hybrid_helps(mas):
     assert accuracy.status == "fail" and "0.625" in accuracy.reason and "< 0.950" in accuracy.reason
     assert decision.comparison["mcnemar"]["b01"] == 30
     # A hybrid that needs the team on every query costs more than the team alone: still keep.
-    always = estimate_hybrid([0.5] * 100, student.correct, mas.correct, 0.0005, mas.cost_per_1k_usd / 1000, float("inf"))
+    always = estimate_hybrid(
+        [0.5] * 100, student.correct, mas.correct, 0.0005, mas.cost_per_1k_usd / 1000, float("inf")
+    )
     kept = decide(student, mas, hybrid=always)
     assert kept.outcome == "keep-multi-agent" and kept.hybrid.threshold == float("inf")
     assert Decision.model_validate_json(kept.model_dump_json()) == kept  # inf survives JSON
@@ -56,7 +72,7 @@ def test_keep_multi_agent_when_accuracy_fails_and_no_hybrid_helps(mas):
 def test_hybrid_when_only_accuracy_fails_and_routing_reaches_the_target(mas):
     student = metrics("student", WEAK_STUDENT, wall_time_s=100.0)
     # The student is unsure exactly where it is wrong; least sure where the team can fix it.
-    confidence = dict(zip(student.item_ids, [0.9] * 70 + [0.2] * 10 + [0.5] * 20))
+    confidence = dict(zip(student.item_ids, [0.9] * 70 + [0.2] * 10 + [0.5] * 20, strict=True))
     hybrid = plan_hybrid(student, mas, confidence)  # target 0.95 x 0.8 = 0.76
     assert (hybrid.threshold, hybrid.fallback_share, hybrid.accuracy) == (0.5, 0.1, 0.8)
     assert hybrid.cost_per_query == pytest.approx((student.cost_per_1k_usd + 0.1 * mas.cost_per_1k_usd) / 1000)

@@ -11,12 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
-from server_utils import OverlapEngine
 
 from agentark.config import SamplingConfig
 from agentark.pipeline import GenerateConfig, RunConfigMismatch, generate
 from agentark.traces import TraceStore, read_traces
 from agentark.traces.store import TraceFileError
+
+from server_utils import OverlapEngine
 
 
 def _cli(*args: str, **kw) -> subprocess.Popen:
@@ -30,7 +31,16 @@ def _ids(path: Path) -> list[str]:
 
 
 def test_generate_writes_one_trace_per_question(tiny_model_dir, tmp_path):
-    cfg = GenerateConfig(model=str(tiny_model_dir), engine="hf", n=5, agents=2, rounds=2, max_new_tokens=8, chunk_size=2, out=str(tmp_path / "run"))
+    cfg = GenerateConfig(
+        model=str(tiny_model_dir),
+        engine="hf",
+        n=5,
+        agents=2,
+        rounds=2,
+        max_new_tokens=8,
+        chunk_size=2,
+        out=str(tmp_path / "run"),
+    )
     record = generate(cfg)
     ids = _ids(tmp_path / "run")
     assert len(ids) == 5 == len(set(ids))
@@ -46,7 +56,9 @@ def test_generate_writes_one_trace_per_question(tiny_model_dir, tmp_path):
 
 
 def test_generate_refuses_other_settings_in_same_dir(tiny_model_dir, tmp_path):
-    cfg = GenerateConfig(model=str(tiny_model_dir), engine="hf", system="single", n=1, max_new_tokens=4, out=str(tmp_path / "run"))
+    cfg = GenerateConfig(
+        model=str(tiny_model_dir), engine="hf", system="single", n=1, max_new_tokens=4, out=str(tmp_path / "run")
+    )
     generate(cfg)
     with pytest.raises(RunConfigMismatch, match="different settings"):
         generate(cfg.model_copy(update={"sampling": SamplingConfig(temperature=0.1)}))
@@ -86,7 +98,11 @@ def test_corrupt_record_in_the_middle_names_file_and_line(tmp_path):
 
 
 def test_cli_unknown_names_list_valid_ones(tmp_path):
-    for flag, value, expected in [("--task", "nope", "arithmetic"), ("--system", "nope", "debate"), ("--engine", "nope", "hf")]:
+    for flag, value, expected in [
+        ("--task", "nope", "arithmetic"),
+        ("--system", "nope", "debate"),
+        ("--engine", "nope", "hf"),
+    ]:
         proc = _cli("generate", flag, value, "--n", "1", "--out", str(tmp_path / value / flag.strip("-")))
         output, _ = proc.communicate(timeout=120)
         assert proc.returncode == 2, output
@@ -94,11 +110,31 @@ def test_cli_unknown_names_list_valid_ones(tmp_path):
 
 
 LEGACY_CONFIG = {  # runs/e1's debate config.json as `agentark generate` wrote it before stage.json (flat sampling)
-    "agents": 3, "backend": "local", "batch_size": 48, "chunk_size": 16, "early_stop": True, "engine": "hf",
-    "engine_options": {}, "max_new_tokens": 768, "model": "qwen2.5-coder-1.5b-instruct", "model_revision": "",
-    "n": 300, "out": "runs/e1/train/debate", "ray_address": None, "rounds": 2, "seed": 0, "split": "train",
-    "summarizer": False, "system": "debate", "task": "gsm8k", "task_options": {"path": "../shared/data/gsm8k/train.jsonl"},
-    "temperature": 0.7, "top_p": 1.0, "worker_cpus": 1.0, "worker_gpus": 0.0, "workers": 2,
+    "agents": 3,
+    "backend": "local",
+    "batch_size": 48,
+    "chunk_size": 16,
+    "early_stop": True,
+    "engine": "hf",
+    "engine_options": {},
+    "max_new_tokens": 768,
+    "model": "qwen2.5-coder-1.5b-instruct",
+    "model_revision": "",
+    "n": 300,
+    "out": "runs/e1/train/debate",
+    "ray_address": None,
+    "rounds": 2,
+    "seed": 0,
+    "split": "train",
+    "summarizer": False,
+    "system": "debate",
+    "task": "gsm8k",
+    "task_options": {"path": "../shared/data/gsm8k/train.jsonl"},
+    "temperature": 0.7,
+    "top_p": 1.0,
+    "worker_cpus": 1.0,
+    "worker_gpus": 0.0,
+    "workers": 2,
 }
 
 
@@ -111,7 +147,9 @@ def test_a_run_made_before_the_stage_record_keeps_its_hash_and_resumes(tmp_path)
     assert cfg.config_hash() == "2f47db8d6e9638ec"  # the hash that earlier version stored
     # Output-neutral engine settings stay out of the hash; ones that change the text go in.
     assert GenerateConfig(**{**LEGACY_CONFIG, "engine_options": {"batch_size": 8}}).config_hash() == "2f47db8d6e9638ec"
-    assert GenerateConfig(**{**LEGACY_CONFIG, "engine_options": {"dtype": "float32"}}).config_hash() != "2f47db8d6e9638ec"
+    assert (
+        GenerateConfig(**{**LEGACY_CONFIG, "engine_options": {"dtype": "float32"}}).config_hash() != "2f47db8d6e9638ec"
+    )
     held_out = {**LEGACY_CONFIG["task_options"], "held_out": 500}  # a default written out: same items, same hash
     assert GenerateConfig(**{**LEGACY_CONFIG, "task_options": held_out}).config_hash() == "2f47db8d6e9638ec"
     assert GenerateConfig(**{**LEGACY_CONFIG, "skip": 0}).config_hash() == "2f47db8d6e9638ec"
@@ -139,7 +177,11 @@ def test_bad_settings_leave_no_run_directory(tmp_path):
     out = tmp_path / "run"
     for args in (["--engine", "nope"], ["--model", str(tmp_path / "no-such-model"), "--engine", "hf"],
                  ["--n", "0"], ["--temperature", "-1"]):
-        proc = _cli("generate", *args, "--n", "1", "--out", str(out)) if "--n" not in args else _cli("generate", *args, "--out", str(out))
+        proc = (
+            _cli("generate", *args, "--n", "1", "--out", str(out))
+            if "--n" not in args
+            else _cli("generate", *args, "--out", str(out))
+        )
         output, _ = proc.communicate(timeout=120)
         assert proc.returncode == 2, output
         assert "Traceback" not in output and "For further information" not in output, output

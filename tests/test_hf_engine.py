@@ -41,7 +41,7 @@ def reference_tokens(engine: HFEngine, conversation, max_new_tokens: int) -> lis
 def test_greedy_batch_matches_model_generate_prompt_by_prompt(engine):
     sampling = SamplingParams(temperature=0.0, max_new_tokens=12)
     completions = engine.generate(CONVERSATIONS, sampling)
-    for conversation, completion in zip(CONVERSATIONS, completions):
+    for conversation, completion in zip(CONVERSATIONS, completions, strict=True):
         expected = reference_tokens(engine, conversation, 12)
         assert completion.text == engine.tokenizer.decode(expected, skip_special_tokens=True)
         assert completion.completion_tokens == len(expected)

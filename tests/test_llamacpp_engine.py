@@ -15,6 +15,7 @@ from agentark.engines.base import SamplingParams
 from agentark.engines.llamacpp import LlamaCppEngine, LlamaCppError
 from agentark.models.gguf import GGUFError, resolve_gguf
 from agentark.models.hardware import cpu_info
+
 from tiny_model import build_tiny_qwen
 
 CONVERSATIONS = [
@@ -55,7 +56,9 @@ def test_one_completion_per_conversation_with_accounting(engine):
 
 def test_greedy_is_deterministic(engine):
     sampling = SamplingParams(temperature=0.0, max_new_tokens=8)
-    assert [c.text for c in engine.generate(CONVERSATIONS, sampling)] == [c.text for c in engine.generate(CONVERSATIONS, sampling)]
+    assert [c.text for c in engine.generate(CONVERSATIONS, sampling)] == [
+        c.text for c in engine.generate(CONVERSATIONS, sampling)
+    ]
 
 
 def test_seeded_sampling_repeats_and_positions_differ(engine):
@@ -77,8 +80,8 @@ def test_gguf_f16_greedy_matches_transformers(tiny_qwen):
     hf = get_engine("hf", tiny_qwen, batch_size=4).generate(CONVERSATIONS, sampling)
     cpp = LlamaCppEngine(tiny_qwen, n_parallel=4, n_ctx_per_seq=512).generate(CONVERSATIONS, sampling)
     assert [c.prompt_tokens for c in cpp] == [c.prompt_tokens for c in hf]  # same chat template, same tokens
-    agree = sum(a.text == b.text for a, b in zip(hf, cpp))
-    assert agree >= len(CONVERSATIONS) - 1, [(a.text, b.text) for a, b in zip(hf, cpp)]
+    agree = sum(a.text == b.text for a, b in zip(hf, cpp, strict=True))
+    assert agree >= len(CONVERSATIONS) - 1, [(a.text, b.text) for a, b in zip(hf, cpp, strict=True)]
 
 
 def test_conversion_is_cached_by_weights(tiny_qwen):
@@ -89,11 +92,10 @@ def test_conversion_is_cached_by_weights(tiny_qwen):
 def test_a_pack_runs_as_shipped_unless_an_outtype_is_asked(tiny_qwen, monkeypatch):
     """outtype=f16 converts a pack from its HF weights, so a base and its students share a file type."""
     import agentark.models.gguf as gguf
-    import agentark.models.loading as loading
 
     shipped = resolve_gguf("qwen2.5-coder-0.5b-instruct")
     assert shipped.name == "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
-    monkeypatch.setattr(loading, "resolve_model", lambda name: tiny_qwen)  # stands in for the pack's HF dir
+    monkeypatch.setattr(gguf, "resolve_model", lambda name: tiny_qwen)  # stands in for the pack's HF dir
     converted = resolve_gguf("qwen2.5-coder-0.5b-instruct", "f16")
     assert converted != shipped and converted.name.endswith("-f16.gguf") and converted == resolve_gguf(tiny_qwen, "f16")
     assert gguf.resolve_gguf(tiny_qwen) == converted  # HF weights: f16 by default
@@ -122,14 +124,17 @@ def test_missing_build_says_how_to_install(monkeypatch, tmp_path):
         LlamaCppEngine(str(tmp_path / "x.gguf"))
 
 
-@pytest.mark.parametrize("flags,expected", [("fpu avx avx2 fma", "llamacpp"), ("avx2 avx512f avx512_bf16 amx_bf16", "hf")])
+@pytest.mark.parametrize(
+    "flags,expected", [("fpu avx avx2 fma", "llamacpp"), ("avx2 avx512f avx512_bf16 amx_bf16", "hf")]
+)
 def test_auto_engine_on_cpu_follows_the_bf16_flags(monkeypatch, flags, expected):
     import torch
 
+    from agentark.engines import settings
     from agentark.models import hardware
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(hardware, "cpu_info", lambda: hardware.CPUInfo("test CPU", frozenset(flags.split()), 2))
+    monkeypatch.setattr(settings, "cpu_info", lambda: hardware.CPUInfo("test CPU", frozenset(flags.split()), 2))
     assert resolve_engine_kind("auto") == expected
     with pytest.raises(ValueError, match="valid engines"):
         resolve_engine_kind("tensorrt")
@@ -167,9 +172,10 @@ def test_server_streams_llamacpp_tokens_as_openai_chunks(tiny_qwen):
     import json
 
     import httpx
-    from server_utils import running_server
 
     from agentark.serve import create_app
+
+    from server_utils import running_server
 
     engine = get_engine("llamacpp", tiny_qwen, n_parallel=2, n_ctx_per_seq=512)
     body = {"model": "tiny", "messages": CONVERSATIONS[1], "temperature": 0, "max_tokens": 10, "ignore_eos": True}
@@ -182,7 +188,9 @@ def test_server_streams_llamacpp_tokens_as_openai_chunks(tiny_qwen):
         too_long = httpx.post(f"{url}/v1/chat/completions", timeout=60,
                               json={**body, "stream": True, "messages": [{"role": "user", "content": "word " * 800}]})
     chunks = [json.loads(e) for e in events[:-1]]
-    contents = [c["choices"][0]["delta"]["content"] for c in chunks if c["choices"] and c["choices"][0]["delta"].get("content")]
+    contents = [
+        c["choices"][0]["delta"]["content"] for c in chunks if c["choices"] and c["choices"][0]["delta"].get("content")
+    ]
     assert len(contents) > 1 and "".join(contents) == plain["choices"][0]["message"]["content"]
     assert chunks[-1]["usage"]["completion_tokens"] == 10 and events[-1] == "[DONE]"
     assert too_long.status_code == 400 and "n_ctx_per_seq" in too_long.json()["error"]["message"]
@@ -193,16 +201,19 @@ def test_stop_strings_end_the_text_where_they_first_appear(engine):
     full = engine.generate([CONVERSATIONS[1]], sampling)[0]
     stop = full.text[6:9]
     assert stop.strip(), f"need a visible stop string in {full.text!r}"
-    cut = engine.generate([CONVERSATIONS[1]], SamplingParams(temperature=0.0, max_new_tokens=16, ignore_eos=True, stop=(stop,)))[0]
+    cut = engine.generate(
+        [CONVERSATIONS[1]], SamplingParams(temperature=0.0, max_new_tokens=16, ignore_eos=True, stop=(stop,))
+    )[0]
     assert cut.text == full.text[: full.text.find(stop)]
     assert cut.finish_reason == "stop" and cut.completion_tokens < full.completion_tokens
 
 
 def test_a_client_that_leaves_mid_stream_frees_its_slot(tiny_qwen):
     import httpx
-    from server_utils import running_server
 
     from agentark.serve import create_app
+
+    from server_utils import running_server
 
     class Recording:
         """The llamacpp engine, keeping what each stream really generated."""

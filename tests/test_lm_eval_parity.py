@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 
-from server_utils import running_server
-
 from agentark.engines.base import Completion
 from agentark.evaluate.lmeval import lm_eval_correct, run_lm_eval
 from agentark.serve import create_app
 from agentark.tasks import get_task
+
+from server_utils import running_server
 
 REPLIES = {  # question -> what the model says; gold answers are 18 (item i: 18 + i)
     "q0": "She has 9 + 9 = 18.\n#### 18",
@@ -51,5 +51,7 @@ def test_lm_eval_scores_equal_ours_item_by_item(tmp_path):
         assert ours[name] == [d.correct[name] for d in docs], name
     assert ours["strict-match"] == [True, False, False, False, False, False]
     assert ours["flexible-extract"] == [True, True, True, True, False, False]
-    grader = [task.grade(task.normalize(task.extract(d.text).flexible), i.answer) for d, i in zip(docs, items)]
+    grader = [
+        task.grade(task.normalize(task.extract(d.text).flexible), i.answer) for d, i in zip(docs, items, strict=True)
+    ]
     assert grader == [True, True, True, True, False, False]

@@ -6,11 +6,12 @@ import asyncio
 import time
 
 import pytest
-from server_utils import running_server
 
 from agentark.engines.base import Completion
 from agentark.serve import create_app
 from agentark.serve.loadtest import run_load
+
+from server_utils import running_server
 
 DELAY_S = 0.2
 QUESTIONS = [[{"role": "user", "content": f"What is {i} + 1?"}] for i in range(4)]

@@ -73,12 +73,16 @@ def test_self_consistency_and_single_share_one_call(engine):
     task = get_task("arithmetic")
     items = task.items("train", 3)
     engine.calls.clear()
-    sc = get_system("self_consistency", k=4).run(RunContext(task, engine, SamplingParams(max_new_tokens=6, seed=1)), items)
+    sc = get_system("self_consistency", k=4).run(
+        RunContext(task, engine, SamplingParams(max_new_tokens=6, seed=1)), items
+    )
     single = get_system("single").run(RunContext(task, engine, SamplingParams(temperature=0, max_new_tokens=6)), items)
     assert engine.calls == [12, 3]
     assert all(len(t.turns) == 4 for t in sc) and all(len(t.turns) == 1 for t in single)
     # The k samples of a question share one prefill: the turns after the first report its prompt as cached.
-    assert all([t.cached_prompt_tokens for t in trace.turns] == [0] + [trace.turns[0].prompt_tokens] * 3 for trace in sc)
+    assert all(
+        [t.cached_prompt_tokens for t in trace.turns] == [0] + [trace.turns[0].prompt_tokens] * 3 for trace in sc
+    )
 
 
 def test_debate_early_stop_and_majority():
@@ -116,8 +120,12 @@ def test_summarizer_decides_final_answer():
     items = task.items("train", 1)
     gold = items[0].answer
     wrong = str(int(gold) + 2)
-    engine = ScriptedEngine([[f"\\boxed{{{wrong}}}", f"\\boxed{{{wrong}}}", f"\\boxed{{{gold}}}"], [f"The answer is {gold}."]])
-    (trace,) = get_system("debate", agents=3, rounds=1, summarizer=True).run(RunContext(task, engine, SamplingParams()), items)
+    engine = ScriptedEngine(
+        [[f"\\boxed{{{wrong}}}", f"\\boxed{{{wrong}}}", f"\\boxed{{{gold}}}"], [f"The answer is {gold}."]]
+    )
+    (trace,) = get_system("debate", agents=3, rounds=1, summarizer=True).run(
+        RunContext(task, engine, SamplingParams()), items
+    )
     summary = [t for t in trace.turns if t.role == "summarizer"]
     assert len(summary) == 1 and summary[0].agent == 3
     assert trace.final_correct  # the summariser overrode the 2:1 wrong majority

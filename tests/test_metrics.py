@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from trace_factory import GOLD, make_trace, single_traces, turn
 
 from agentark.evaluate.metrics import (
     Pricing,
@@ -14,6 +13,8 @@ from agentark.evaluate.metrics import (
     strict_final_correct,
     summarize_debate,
 )
+
+from trace_factory import GOLD, make_trace, single_traces, turn
 
 
 @pytest.fixture

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from trace_factory import GOLD, make_trace
 
-from agentark.distill.opd import OPDConfig, check_vocabularies, last_checkpoint, opd_rows, train_opd
+from agentark.distill.checkpoints import last_checkpoint
+from agentark.distill.opd import OPDConfig, check_vocabularies, opd_rows, train_opd
+from agentark.distill.training import TrainHooks
 from agentark.models.loading import pick_dtype
 from agentark.traces.store import TraceStore
+
 from tiny_model import build_tiny_model
+from trace_factory import GOLD, make_trace
 
 TRACES = [make_trace(f"q{i}", [[GOLD, "5", GOLD], [GOLD, GOLD, "5"]]) for i in range(4)]
 
@@ -73,7 +76,8 @@ def test_loss_falls_and_the_teacher_sees_the_team(setup, tiny_model_dir, monkeyp
     manifest = json.loads((out / "manifest.json").read_text())
     losses = [p["loss"] for p in manifest["train"]["loss_curve"]]
     assert len(losses) == 12 and sum(losses[-3:]) < sum(losses[:3])
-    assert manifest["train"]["peak_rss_gib"] > 0 and manifest["train"]["metrics"]["train_runtime"] > 0
+    assert manifest["resources"]["peak_rss_gib"] > 0 and manifest["train"]["metrics"]["train_runtime"] > 0
+    assert manifest["resources"]["steps_run"] == 12
     assert manifest["teacher_dtype"] == str(pick_dtype("auto", "cpu")).removeprefix("torch.")
     assert not (out / "checkpoints").exists()
     teacher_inputs = [text for who, text in seen if who == "teacher"]
@@ -89,38 +93,23 @@ def test_mismatched_teacher_vocabulary_fails_before_training(setup, tmp_path):
         train_opd(config(root, student, other, out=str(tmp_path / "x"), max_steps=1))
 
 
-def test_a_killed_run_resumes_from_its_checkpoint(setup, tiny_model_dir, tmp_path, monkeypatch):
-    import agentark.distill.opd as opd
-    from transformers import TrainerCallback
-
+def test_a_killed_run_resumes_from_its_checkpoint(setup, tiny_model_dir, tmp_path):
     root, student = setup
 
     class Killed(Exception):
         pass
 
-    class KillAtStep3(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == 3:
-                raise Killed
-
-    real = opd._trainer_class
-
-    def killing_class():
-        cls = real()
-
-        class Killing(cls):
-            def __init__(self, *a, **k):
-                super().__init__(*a, **k, callbacks=[KillAtStep3()])
-
-        return Killing
+    def kill_at_step_3(step: int, total: int) -> None:
+        if step == 3:
+            raise Killed
 
     cfg = config(root, student, tiny_model_dir, out=str(tmp_path / "opd"), max_steps=4, save_steps=2)
-    monkeypatch.setattr(opd, "_trainer_class", killing_class)
+    steps: list[int] = []
     with pytest.raises(Killed):
-        train_opd(cfg)
+        train_opd(cfg, TrainHooks(progress=kill_at_step_3))
     assert last_checkpoint(tmp_path / "opd").endswith("checkpoint-2")
     assert not (tmp_path / "opd" / "manifest.json").exists()
-    monkeypatch.setattr(opd, "_trainer_class", real)
-    train_opd(cfg)
+    train_opd(cfg, TrainHooks(progress=lambda step, total: steps.append(step)))
     manifest = json.loads((tmp_path / "opd" / "manifest.json").read_text())
     assert manifest["train"]["global_step"] == 4 and manifest["train"]["resumed_from"].endswith("checkpoint-2")
+    assert steps == [3, 4] and manifest["resources"]["steps_run"] == 2  # the progress bar follows the resumed run

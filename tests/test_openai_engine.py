@@ -8,13 +8,14 @@ import socket
 import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from server_utils import CountingEngine, running_server
 
 from agentark.engines import get_engine
 from agentark.engines.base import SamplingParams
 from agentark.engines.hf import HFEngine
 from agentark.engines.openai import OpenAIEngine, OpenAIEngineError
 from agentark.serve import create_app
+
+from server_utils import CountingEngine, running_server
 
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=12)
 CONVERSATIONS = [
@@ -78,7 +79,7 @@ def test_matches_direct_engine(hf_engine, server_url):
     engine = get_engine("openai", "tiny", base_url=f"{server_url}/v1")
     got = engine.generate(CONVERSATIONS, GREEDY)
     assert len(got) == len(CONVERSATIONS)
-    for g, e in zip(got, expected):
+    for g, e in zip(got, expected, strict=True):
         assert (g.text, g.prompt_tokens, g.completion_tokens, g.finish_reason) == (
             e.text, e.prompt_tokens, e.completion_tokens, e.finish_reason
         )

@@ -10,7 +10,6 @@ from agentark.models import MODEL_PACKS, materialize_pack, pack_gguf, pack_sha25
 from agentark.models.loading import resolve_model
 from agentark.models.packs import ModelPack, ModelPackError, _join_verified
 
-
 DEFAULT_PACKS = ["qwen2.5-coder-0.5b-instruct", "smollm2-135m-instruct"]  # requirements-packs.txt
 
 

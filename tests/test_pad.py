@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_steps import DEBATE, PROMPT, RIGHT, WRONG_AT_2
 
 from agentark.distill.grpo import PADConfig, aggregate, make_reward_function, train_pad
 from agentark.distill.prm import (
@@ -23,7 +24,6 @@ from agentark.distill.prm import (
 from agentark.distill.steps import build_step_dataset, segment_steps
 from agentark.distill.training import read_manifest
 from agentark.models.loading import load_tokenizer
-from test_steps import DEBATE, PROMPT, RIGHT, WRONG_AT_2
 
 TRACES = [DEBATE.model_copy(update={"item_id": f"q{i}"}) for i in range(5)]
 
@@ -179,7 +179,7 @@ def test_train_prm_saves_a_scorer_with_held_out_metrics(trained_prm, tiny_model_
     assert trained.step_mode == "auto" and trained.max_length == 128
     before, after = untrained.score(["Q?"], [WRONG_AT_2])[0], trained.score(["Q?"], [WRONG_AT_2])[0]
     assert len(before) == len(after) == 4
-    assert max(abs(a - b) for a, b in zip(before, after)) > 1e-3
+    assert max(abs(a - b) for a, b in zip(before, after, strict=True)) > 1e-3
 
     # Unchanged config and traces: a no-op.
     stamp = (out / "manifest.json").stat().st_mtime_ns

@@ -72,7 +72,9 @@ def test_first_run_writes_report_and_a_decision(first_run):
     assert events[-1] == ("report", "done", 1, 1)
     # Latency gates read the served measurement (student and team each load-tested over HTTP).
     served = json.loads((out / "served" / "stage.json").read_text())["result"]["served"]
-    assert {"student-sft", "debate"} <= set(served) and all(v["requests"] == 16 and v["errors"] == 0 for v in served.values())
+    assert {"student-sft", "debate"} <= set(served) and all(
+        v["requests"] == 16 and v["errors"] == 0 for v in served.values()
+    )
     assert all("served, concurrency 2" in g["reason"] for g in decision["gates"] if g["name"].startswith("latency"))
     assert "## Served latency" in (out / "report" / "report.md").read_text()
 
@@ -192,8 +194,9 @@ def test_yaml_examples_load():
 def test_teacher_and_student_of_different_models_and_engine_settings(tmp_path, tiny_model_dir):
     """The paper's setting: a teacher team of one model distilled into another (its own config and
     vocabulary); training samples are text, so the student's tokenizer renders them."""
-    from tiny_model import build_tiny_model
     from transformers import AutoConfig, AutoTokenizer
+
+    from tiny_model import build_tiny_model
 
     student_dir = build_tiny_model(tmp_path / "student", vocab_size=320, seed=1, hidden_size=32, num_hidden_layers=1)
     assert len(AutoTokenizer.from_pretrained(student_dir)) != len(AutoTokenizer.from_pretrained(tiny_model_dir))

@@ -34,12 +34,19 @@ def test_a_continuation_goes_to_the_slot_that_served_its_conversation():
 
     scheduler = SlotScheduler(2)
     first = [[{"role": "user", "content": q}] for q in ("alpha?", "beta?")]
-    for future in scheduler.submit([(conversation_key(c), partial(answer, t)) for c, t in zip(first, "AB")]):
+    for future in scheduler.submit(
+        [(conversation_key(c), partial(answer, t)) for c, t in zip(first, "AB", strict=True)]
+    ):
         future.result(timeout=10)
     slot_of = {text: slot for slot, text in served}
     # The next turns arrive in the opposite order: each still goes to its own slot.
-    later = [c + [{"role": "assistant", "content": t}, {"role": "user", "content": "sure?"}] for c, t in zip(first, "AB")]
-    futures = scheduler.submit([(conversation_key(c), partial(answer, t + "2")) for c, t in reversed(list(zip(later, "AB")))])
+    later = [
+        c + [{"role": "assistant", "content": t}, {"role": "user", "content": "sure?"}]
+        for c, t in zip(first, "AB", strict=True)
+    ]
+    futures = scheduler.submit(
+        [(conversation_key(c), partial(answer, t + "2")) for c, t in reversed(list(zip(later, "AB", strict=True)))]
+    )
     for future in futures:
         future.result(timeout=10)
     scheduler.close()

@@ -65,7 +65,9 @@ def test_killed_worker_loses_and_duplicates_nothing(cluster, tiny_model_dir, tmp
     while time.time() < deadline and killed_at is None:
         done = traces.read_text().count("\n") if traces.exists() else 0
         # Ray titles an actor's process "ray::GenerateWorker..." (the state API needs the dashboard).
-        alive = [p for p in psutil.process_iter(["cmdline"]) if "ray::GenerateWorker" in " ".join(p.info["cmdline"] or [])]
+        alive = [
+            p for p in psutil.process_iter(["cmdline"]) if "ray::GenerateWorker" in " ".join(p.info["cmdline"] or [])
+        ]
         if done >= 1 and alive:
             os.kill(alive[0].pid, signal.SIGKILL)
             killed_at = done

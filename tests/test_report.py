@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from html.parser import HTMLParser
 
-from trace_factory import make_trace, single_traces
-
 from agentark.evaluate.metrics import compute_metrics
 from agentark.evaluate.robustness import robustness_table
 from agentark.gate.decide import GateConfig, ServedLatency, decide
 from agentark.gate.report import write_report
+
+from trace_factory import make_trace, single_traces
 
 
 class Collector(HTMLParser):
@@ -38,7 +38,9 @@ def test_report_files_and_html(tmp_path):
                               for i in range(6)], wall_time_s=40.0, name="debate")
     student_traces = single_traces([True, False, True, True, True, True], system="student<script>")
     student = compute_metrics(student_traces, wall_time_s=5.0, name="student<script>")
-    perturbed = [t.model_copy(update={"item_id": f"{t.item_id}~add_distractor"}) for t in single_traces([True, False] * 3)]
+    perturbed = [
+        t.model_copy(update={"item_id": f"{t.item_id}~add_distractor"}) for t in single_traces([True, False] * 3)
+    ]
     robustness = {student.name: robustness_table(student_traces, perturbed)}
     served = {"student<script>": ServedLatency(system="student<script>", load="concurrency 2", requests=8, errors=0,
                                                p50_s=0.5, p95_s=0.9, p99_s=1.0, throughput_rps=3.0),
@@ -70,7 +72,9 @@ def test_report_files_and_html(tmp_path):
 
 
 def test_report_has_ood_and_self_review_sections_when_given(tmp_path):
-    student = compute_metrics(single_traces([True, True, False, True], system="student"), wall_time_s=2.0, name="student")
+    student = compute_metrics(
+        single_traces([True, True, False, True], system="student"), wall_time_s=2.0, name="student"
+    )
     debate = compute_metrics([make_trace(f"q{i}", [["7", "7", "7"]]) for i in range(4)], wall_time_s=8.0, name="debate")
     ood = {"student": compute_metrics(single_traces([True, False, False, False], system="student"), wall_time_s=1.0,
                                          name="student")}

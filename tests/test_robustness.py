@@ -7,7 +7,6 @@ import random
 import re
 
 import pytest
-from trace_factory import GOLD, single_traces
 
 from agentark.engines.base import Completion, SamplingParams
 from agentark.evaluate.robustness import (
@@ -28,6 +27,8 @@ from agentark.tasks.arithmetic import ArithmeticTask, evaluate_expression, forma
 from agentark.tasks.base import Item
 from agentark.tasks.gsm8k import GSM8KTask
 from agentark.tasks.tabular import DataFormatError
+
+from trace_factory import GOLD, single_traces
 
 WORD_PROBLEM = Item(
     id="gsm8k-0",
@@ -88,7 +89,9 @@ def test_paraphrase_rewords_the_instruction_not_the_answer_format(arithmetic):
     prompt = PerturbedTask(task).question_prompt(new)
     assert not prompt.startswith("What is the result of")
     assert items[0].question in prompt and "\\boxed{answer}" in prompt and new.answer == items[0].answer
-    gsm = PerturbedTask(GSM8KTask()).question_prompt(paraphrase_instruction(WORD_PROBLEM, GSM8KTask(), random.Random(0)))
+    gsm = PerturbedTask(GSM8KTask()).question_prompt(
+        paraphrase_instruction(WORD_PROBLEM, GSM8KTask(), random.Random(0))
+    )
     assert "Can you solve" not in gsm and WORD_PROBLEM.question in gsm
 
 
@@ -125,7 +128,7 @@ def test_load_perturbation_file(tmp_path):
 def test_robustness_table_pairs_with_clean_sources():
     clean = single_traces([True, True, False, True])  # q0..q3
     def relabel(traces, ids):
-        return [t.model_copy(update={"item_id": i}) for i, t in zip(ids, traces)]
+        return [t.model_copy(update={"item_id": i}) for i, t in zip(ids, traces, strict=True)]
 
     perturbed = relabel(single_traces([True, False, True, True]), [f"q{i}~add_distractor" for i in range(4)])
     perturbed += relabel(single_traces([False, True]), ["q0~paraphrase", "other~paraphrase"])

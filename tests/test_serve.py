@@ -7,11 +7,12 @@ import json
 
 import httpx
 import pytest
-from server_utils import CountingEngine, OverlapEngine, running_server
 
 from agentark.engines.base import Completion, Conversation, SamplingParams
 from agentark.engines.hf import HFEngine
 from agentark.serve import create_app
+
+from server_utils import CountingEngine, OverlapEngine, running_server
 
 MESSAGES = [{"role": "user", "content": "What is 3 + 4 * 2?"}]
 
@@ -192,7 +193,9 @@ def test_stream_of_a_non_streaming_engine_is_the_whole_answer_in_openai_chunks(u
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert text == plain["choices"][0]["message"]["content"]
     assert chunks[-1]["usage"] == plain["usage"]
-    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == plain["choices"][0]["finish_reason"]
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == plain["choices"][0][
+        "finish_reason"
+    ]
 
 
 @pytest.mark.parametrize("thread_safe,expected_overlap", [(True, 2), (False, 1)])

@@ -12,13 +12,14 @@ import threading
 
 import httpx
 import pytest
-from server_utils import running_server
 
 from agentark.engines.base import Completion, Conversation, SamplingParams
 from agentark.mas import Debate, SelfConsistency
 from agentark.serve import create_app
 from agentark.serve.systems import Hybrid, Team, threshold_from_decision
 from agentark.tasks import get_task
+
+from server_utils import running_server
 
 
 class ScriptedEngine:
@@ -35,7 +36,7 @@ class ScriptedEngine:
             self.conversations += conversations
             numbers = [next(self._calls) for _ in conversations]
         return [Completion(f"Reasoning. The answer is {self.script(c[0]['content'], n)}.", 11, 7, 0.01)
-                for c, n in zip(conversations, numbers)]
+                for c, n in zip(conversations, numbers, strict=True)]
 
 
 def student_script(question: str, n: int) -> int:
@@ -186,8 +187,17 @@ def test_two_hundred_requests_fifty_in_flight_all_complete(tiny_engine):
     from agentark.serve.loadtest import run_load
 
     with running_server(create_app(tiny_engine, served_model_name="m", max_batch_wait_ms=5)) as url:
-        result = asyncio.run(run_load(f"{url}/v1", "m", [[{"role": "user", "content": f"Count to {i}."}] for i in range(20)],
-                                      n=200, concurrency=64, max_tokens=4, timeout_s=120))
+        result = asyncio.run(
+            run_load(
+                f"{url}/v1",
+                "m",
+                [[{"role": "user", "content": f"Count to {i}."}] for i in range(20)],
+                n=200,
+                concurrency=64,
+                max_tokens=4,
+                timeout_s=120,
+            )
+        )
         metrics = httpx.get(f"{url}/metrics").text
     assert result.sent == result.ok == 200 and result.errors == 0
     assert 0 < result.completion_tokens <= 200 * 4

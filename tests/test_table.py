@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from trace_factory import GOLD, make_trace
 from typer.testing import CliRunner
 
 from agentark.cli import app
 from agentark.evaluate.stats import mcnemar
 from agentark.evaluate.table import capped_share, comparison_table, to_markdown
 from agentark.traces.store import TraceStore
+
+from trace_factory import GOLD, make_trace
 
 
 def run(correct: list[bool], prefix: str = "q", system: str = "single"):
@@ -25,7 +26,9 @@ def test_rows_pair_every_run_with_the_baseline_on_common_items():
     assert rows["base"].accuracy == 0.25 and rows["base"].mcnemar_p is None and rows["base"].difference is None
     assert rows["student"].accuracy == 0.75 and rows["student"].difference == pytest.approx(0.5)
     assert rows["student"].relative_gain == pytest.approx(2.0)
-    assert rows["student"].mcnemar_p == pytest.approx(mcnemar([True, True, True, False], [True, False, False, False])["p_value"])
+    assert rows["student"].mcnemar_p == pytest.approx(
+        mcnemar([True, True, True, False], [True, False, False, False])["p_value"]
+    )
     assert rows["debate"].accuracy == 1.0
     table = to_markdown(list(rows.values()), "base")
     assert "| student | 4 | 0.750" in table and "+200.0%" in table
@@ -45,7 +48,9 @@ def test_compare_command_writes_the_markdown_table(tmp_path):
     for name, correct in (("base", [True, False, False]), ("student", [True, True, False])):
         TraceStore(tmp_path / name).append(run(correct))
     out = tmp_path / "table.md"
-    result = CliRunner().invoke(app, ["compare", str(tmp_path / "base"), f"rsft={tmp_path / 'student'}", "--out", str(out)])
+    result = CliRunner().invoke(
+        app, ["compare", str(tmp_path / "base"), f"rsft={tmp_path / 'student'}", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert "| rsft | 3 | 0.667" in out.read_text() and "| base | 3 | 0.333" in out.read_text()
     missing = CliRunner().invoke(app, ["compare", str(tmp_path / "nope")])

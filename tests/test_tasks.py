@@ -15,13 +15,13 @@ from agentark.tasks.tabular import DataFormatError, JsonlTask
 def reference_value(operands: list[int], operators: list[str]) -> int:
     """Precedence done differently from the package: fold products into a list of terms, then sum."""
     terms, signs = [operands[0]], [1]
-    for op, x in zip(operators, operands[1:]):
+    for op, x in zip(operators, operands[1:], strict=True):
         if op == "*":
             terms[-1] *= x
         else:
             terms.append(x)
             signs.append(1 if op == "+" else -1)
-    return sum(s * t for s, t in zip(signs, terms))
+    return sum(s * t for s, t in zip(signs, terms, strict=True))
 
 
 def write_jsonl(path, rows) -> str:
@@ -159,14 +159,18 @@ def test_jsonl_task_fields_split_and_ids(tmp_path):
     assert train[1].answer == "2" and train[1].question == "What is 1+1?"
     assert train[1].question in task.question_prompt(train[1])
     assert task.grade(task.normalize(task.extract("1+1 = 2, so the answer is 2.").flexible), "2")
-    assert [i.id for i in JsonlTask(path, question_field="q", answer_field="a").items()] == [f"jsonl-{i}" for i in range(5)]
+    assert [i.id for i in JsonlTask(path, question_field="q", answer_field="a").items()] == [
+        f"jsonl-{i}" for i in range(5)
+    ]
 
 
 def test_jsonl_task_errors(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"question": "a", "answer": "1"}, {"question": "b", "answer": "one"}])
     with pytest.raises(DataFormatError, match=r"d\.jsonl:2: .*not a number"):
         JsonlTask(path).items()
-    dup = write_jsonl(tmp_path / "dup.jsonl", [{"question": "a", "answer": 1, "id": 7}, {"question": "b", "answer": 2, "id": 7}])
+    dup = write_jsonl(
+        tmp_path / "dup.jsonl", [{"question": "a", "answer": 1, "id": 7}, {"question": "b", "answer": 2, "id": 7}]
+    )
     with pytest.raises(DataFormatError, match=r"dup\.jsonl:2: duplicate id '7'"):
         JsonlTask(dup, id_field="id").items()
     with pytest.raises(ValueError, match="answer_type"):
@@ -192,7 +196,12 @@ def test_csv_task(tmp_path):
         task.items()
     path.write_text('question,answer\n"What is 2, doubled?","$4.00"\n"Multi\nline",5\n')
     first, second = JsonlTask(path, held_out=1).items("train") + JsonlTask(path, held_out=1).items("held-out")
-    assert (first.question, first.answer, second.question, second.answer) == ("What is 2, doubled?", "4", "Multi\nline", "5")
+    assert (first.question, first.answer, second.question, second.answer) == (
+        "What is 2, doubled?",
+        "4",
+        "Multi\nline",
+        "5",
+    )
 
 
 # --- choice --------------------------------------------------------------------------------------------
@@ -251,7 +260,12 @@ def test_choice_errors_name_file_and_line(tmp_path, row, message):
 
 def test_registry_builds_every_task(tmp_path, gsm8k_path):
     path = write_jsonl(tmp_path / "c.jsonl", [{"question": "q", "choices": ["x", "y"], "answer": "A", "answer2": 1}])
-    options = {"arithmetic": {}, "gsm8k": {"path": str(gsm8k_path)}, "jsonl": {"path": path, "answer_field": "answer2"}, "choice": {"path": path}}
+    options = {
+        "arithmetic": {},
+        "gsm8k": {"path": str(gsm8k_path)},
+        "jsonl": {"path": path, "answer_field": "answer2"},
+        "choice": {"path": path},
+    }
     assert set(options) == set(TASK_NAMES) == {"arithmetic", "gsm8k", "jsonl", "choice"}
     for name in TASK_NAMES:
         task = get_task(name, **options[name])
@@ -263,7 +277,9 @@ def test_registry_builds_every_task(tmp_path, gsm8k_path):
 def test_registry_errors():
     with pytest.raises(ValueError, match="unknown task 'math'; valid tasks: arithmetic, gsm8k, jsonl, choice"):
         get_task("math")
-    with pytest.raises(ValueError, match=r"^task arithmetic: unknown option 'n_operand'; valid options: max_value, n_operands, seed$"):
+    with pytest.raises(
+        ValueError, match=r"^task arithmetic: unknown option 'n_operand'; valid options: max_value, n_operands, seed$"
+    ):
         get_task("arithmetic", n_operand=3)
     with pytest.raises(ValueError, match=r"^task arithmetic: n_operands must be >= 2$"):
         get_task("arithmetic", n_operands=1)
@@ -280,7 +296,9 @@ def test_grading_a_task_from_worker_threads(tmp_path):
     task = JsonlTask(path, answer_type="math")
     (item,) = task.items()
     results = []
-    thread = threading.Thread(target=lambda: results.append(task.grade(task.normalize("\\frac{2}{\\sqrt{2}}"), item.answer)))
+    thread = threading.Thread(
+        target=lambda: results.append(task.grade(task.normalize("\\frac{2}{\\sqrt{2}}"), item.answer))
+    )
     thread.start()
     thread.join(timeout=60)
     assert results == [True]
@@ -291,7 +309,9 @@ def test_task_settings_identity_keeps_only_options_away_from_defaults(tmp_path):
     change it, a changed option must, and paths come out as text."""
     assert task_settings("arithmetic", {}).identity() == {}
     assert task_settings("arithmetic", {"n_operands": 4, "seed": 3}).identity() == {"seed": 3}
-    assert task_settings("jsonl", {"path": tmp_path / "d.jsonl", "held_out": 0}).identity() == {"path": str(tmp_path / "d.jsonl")}
+    assert task_settings("jsonl", {"path": tmp_path / "d.jsonl", "held_out": 0}).identity() == {
+        "path": str(tmp_path / "d.jsonl")
+    }
     assert TASK_SETTINGS["gsm8k"]().identity() == {}
 
 

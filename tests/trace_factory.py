@@ -24,8 +24,11 @@ def make_trace(item_id: str, rounds: list[list[str | None]], *, system: str = "d
                summary: AgentTurn | None = None, strict: bool = True) -> QuestionTrace:
     """A trace whose round r has agents answering ``rounds[r]``; final answer = majority of the last round."""
     turns = [
-        turn(a, r, ans, strict=strict, latency=latencies[r][a] if latencies else 1.0, completion_tokens=completion_tokens)
-        for r, answers in enumerate(rounds) for a, ans in enumerate(answers)
+        turn(
+            a, r, ans, strict=strict, latency=latencies[r][a] if latencies else 1.0, completion_tokens=completion_tokens
+        )
+        for r, answers in enumerate(rounds)
+        for a, ans in enumerate(answers)
     ]
     last = [a for a in rounds[-1] if a is not None]
     final = max(last, key=lambda a: (last.count(a), -last.index(a))) if last else None
@@ -41,4 +44,6 @@ def make_trace(item_id: str, rounds: list[list[str | None]], *, system: str = "d
 
 def single_traces(correct: list[bool], system: str = "single", model_id: str = "m") -> list[QuestionTrace]:
     """One single-agent trace per entry, right or wrong as given, ids ``q0..``."""
-    return [make_trace(f"q{i}", [[GOLD if ok else "0"]], system=system, model_id=model_id) for i, ok in enumerate(correct)]
+    return [
+        make_trace(f"q{i}", [[GOLD if ok else "0"]], system=system, model_id=model_id) for i, ok in enumerate(correct)
+    ]

@@ -113,7 +113,7 @@ def structure_signature(text: str) -> tuple[frozenset[str], frozenset[tuple[str,
     """What a solution computes and how it says it: its numbers and its word 3-grams."""
     numbers = frozenset(n.replace(",", "") for n in _NUMBER.findall(text))
     words = [w.lower() for w in _WORD.findall(text)]
-    trigrams = frozenset(zip(words, words[1:], words[2:]))
+    trigrams = frozenset(zip(words, words[1:], words[2:], strict=False))
     return numbers, trigrams
 
 

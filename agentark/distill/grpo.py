@@ -29,14 +29,22 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from agentark.config import StageConfig, stable_hash
+from agentark.config import StageConfig
+from agentark.distill.checkpoints import CHECKPOINT_DIR
 from agentark.distill.credit import group_advantages, step_spans, token_returns, token_steps
 from agentark.distill.data import question_messages
+from agentark.distill.lifecycle import TrainJob, train_job, training_fingerprint
 from agentark.distill.prm import PRMConfig, PRMScorer, as_traces, train_prm
 from agentark.distill.steps import prompt_text, segment_steps
-from agentark.distill.training import (LoraSettings, OnPolicySettings, clear_manifest, data_hash,
-                                       device_training_args, is_up_to_date, read_manifest, save_student,
-                                       training_dtype_device, write_manifest)
+from agentark.distill.training import (
+    NO_HOOKS,
+    LoraSettings,
+    OnPolicySettings,
+    TrainHooks,
+    device_training_args,
+    read_manifest,
+    training_dtype_device,
+)
 from agentark.models.loading import load_tokenizer, resolve_model
 from agentark.models.packs import DEFAULT_MODEL
 from agentark.tasks import Task, get_task
@@ -150,7 +158,7 @@ class PADReward:
         if log_metric is not None and texts:
             log_metric("pad/prm", sum(process) / len(process))
             log_metric("pad/correct", sum(outcome) / len(outcome))
-        return [p + self.correctness_coef * o for p, o in zip(process, outcome)]
+        return [p + self.correctness_coef * o for p, o in zip(process, outcome, strict=True)]
 
 
 def make_reward_function(scorer: Any, task: Task, aggregation: Aggregation | str = "min",
@@ -200,7 +208,7 @@ def _dense_trainer_class() -> type:
             ids, mask = output["completion_ids"], output["completion_mask"]
             if batch is None or len(batch.texts) != len(ids):
                 raise RuntimeError("dense credit: the reward did not score this batch (one process expected)")
-            rows = [row[: int(m.sum())].tolist() for row, m in zip(ids, mask)]
+            rows = [row[: int(m.sum())].tolist() for row, m in zip(ids, mask, strict=True)]
             mode = getattr(self.pad_reward.scorer, "step_mode", "auto")
             advantages, unplaced = dense_token_advantages(
                 self.processing_class, rows, batch, mode, self.num_generations, self.min_form_temperature,
@@ -244,86 +252,79 @@ def reward_summary(log_history: Sequence[dict]) -> dict[str, float | int | None]
     return {"first": rewards[0], "last": rewards[-1], "mean": sum(rewards) / len(rewards), "n_logged": len(rewards)}
 
 
-def _fingerprint(config: PADConfig, prm_fingerprint: str, rows: Sequence[dict]) -> str:
-    """What decides the student's weights: settings (base model included), the PRM, the questions."""
-    return stable_hash({"strategy": "pad", "config": config.config_hash(), "prm": prm_fingerprint,
-                           "data": data_hash(rows)})
-
-
-def train_pad(config: PADConfig, traces: Iterable[QuestionTrace] | str | Path, task: Task | None = None) -> Path:
+def train_pad(config: PADConfig, traces: Iterable[QuestionTrace] | str | Path, task: Task | None = None,
+              hooks: TrainHooks = NO_HOOKS) -> Path:
     """PRM (cached) then GRPO with the PAD reward; saves the merged student + manifest in ``config.out``.
 
     ``traces``: trace records, or a run directory / traces.jsonl to read them from.
     ``task`` grades the verifiable part of the reward; by default the traces' task by name
     (``agentark.tasks.get_task``). A second call with unchanged config, PRM and questions is a no-op
-    unless ``config.force``.
+    unless ``config.force`` (:func:`~agentark.distill.lifecycle.train_job`); ``hooks`` watch the PRM's
+    training, then GRPO's.
     """
-    import datasets
-    from transformers import AutoModelForCausalLM
-    from trl import GRPOConfig, GRPOTrainer
-
     traces = as_traces(traces)
     task = task or get_task(traces[0].task)
-    out_dir = Path(config.out)
-    prm_dir = train_prm(config.prm, traces)
+    prm_dir = train_prm(config.prm, traces, hooks)
     prm_manifest = read_manifest(prm_dir) or {}
 
     tokenizer = load_tokenizer(config.model)
     rows = grpo_rows(traces, tokenizer, config.max_prompt_length)
     if not rows:
         raise ValueError(f"every question is longer than max_prompt_length={config.max_prompt_length}")
-    fingerprint = _fingerprint(config, prm_manifest.get("fingerprint", ""), rows)
-    if not config.force and is_up_to_date(out_dir, fingerprint):
-        logger.info("PAD student in %s is up to date (fingerprint %s); not retraining", out_dir, fingerprint)
-        return out_dir
 
-    clear_manifest(out_dir)
-    dtype, device = training_dtype_device()
-    scorer = PRMScorer(prm_dir, device=device, batch_size=config.prm.score_batch_size)
-    model = AutoModelForCausalLM.from_pretrained(resolve_model(config.model), dtype=dtype,
-                                                 use_safetensors=True).to(device)
-    args = GRPOConfig(
-        output_dir=str(out_dir),  # nothing is written there (save_strategy="no")
-        num_generations=config.num_generations,
-        per_device_train_batch_size=config.num_generations * config.prompts_per_step,
-        beta=config.beta,
-        epsilon=config.epsilon,
-        learning_rate=config.learning_rate,
-        max_steps=config.max_steps,
-        logging_steps=1,
-        save_strategy="no",
-        **device_training_args(device, config.activation_checkpointing),
-        **config.trl_args(),
-    )
-    peft_config = config.peft_config()
-    if config.credit == "dense":
-        trainer_class, extra = _dense_trainer_class(), {"min_form_temperature": config.min_form_temperature}
-    else:
-        trainer_class, extra = GRPOTrainer, {}
-    trainer = trainer_class(
-        model=model,
-        reward_funcs=[make_reward_function(scorer, task, config.aggregation, config.correctness_coef)],
-        args=args,
-        train_dataset=datasets.Dataset.from_list(rows),
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        **extra,
-    )
-    logger.info("PAD (%s credit): GRPO on %d questions, %d steps x %d questions x %d generations", config.credit,
-                len(rows), config.max_steps, config.prompts_per_step, config.num_generations)
-    trainer.train()
-    save_student(trainer.model, tokenizer, out_dir, merge=True)
-    rewards = reward_summary(trainer.state.log_history)
-    logger.info("PAD reward: first %s, last %s, mean %s", rewards["first"], rewards["last"], rewards["mean"])
-    write_manifest(out_dir, {
-        "strategy": "pad",
-        "fingerprint": fingerprint,
-        "base_model": config.model,
-        "config": config.model_dump(mode="json"),
-        "prm": {"path": str(prm_dir), "fingerprint": prm_manifest.get("fingerprint"),
-                "held_out": prm_manifest.get("held_out")},
-        "n_questions": len(rows),
-        "reward": rewards,
-        "log_history": [e for e in trainer.state.log_history if "reward" in e or "loss" in e],
-    })
-    return out_dir
+    def build(callbacks: list[Any]) -> Any:
+        import datasets
+        from transformers import AutoModelForCausalLM
+        from trl import GRPOConfig, GRPOTrainer
+
+        dtype, device = training_dtype_device()
+        scorer = PRMScorer(prm_dir, device=device, batch_size=config.prm.score_batch_size)
+        model = AutoModelForCausalLM.from_pretrained(resolve_model(config.model), dtype=dtype,
+                                                     use_safetensors=True).to(device)
+        args = GRPOConfig(
+            output_dir=str(Path(config.out) / CHECKPOINT_DIR),  # nothing is written there (save_strategy="no")
+            num_generations=config.num_generations,
+            per_device_train_batch_size=config.num_generations * config.prompts_per_step,
+            beta=config.beta,
+            epsilon=config.epsilon,
+            learning_rate=config.learning_rate,
+            max_steps=config.max_steps,
+            logging_steps=1,
+            save_strategy="no",
+            **device_training_args(device, config.activation_checkpointing),
+            **config.trl_args(),
+        )
+        if config.credit == "dense":
+            trainer_class, extra = _dense_trainer_class(), {"min_form_temperature": config.min_form_temperature}
+        else:
+            trainer_class, extra = GRPOTrainer, {}
+        logger.info("PAD (%s credit): GRPO on %d questions, %d steps x %d questions x %d generations", config.credit,
+                    len(rows), config.max_steps, config.prompts_per_step, config.num_generations)
+        return trainer_class(
+            model=model,
+            reward_funcs=[make_reward_function(scorer, task, config.aggregation, config.correctness_coef)],
+            args=args,
+            train_dataset=datasets.Dataset.from_list(rows),
+            processing_class=tokenizer,
+            peft_config=config.peft_config(),
+            callbacks=callbacks or None,
+            **extra,
+        )
+
+    def manifest(trainer: Any, result: Any, resumed_from: str | None) -> dict[str, Any]:
+        rewards = reward_summary(trainer.state.log_history)
+        logger.info("PAD reward: first %s, last %s, mean %s", rewards["first"], rewards["last"], rewards["mean"])
+        return {
+            "strategy": "pad",
+            "base_model": config.model,
+            "config": config.model_dump(mode="json"),
+            "prm": {"path": str(prm_dir), "fingerprint": prm_manifest.get("fingerprint"),
+                    "held_out": prm_manifest.get("held_out")},
+            "n_questions": len(rows),
+            "reward": rewards,
+            "log_history": [e for e in trainer.state.log_history if "reward" in e or "loss" in e],
+        }
+
+    # What decides the student's weights: settings (base model included), the PRM, the questions.
+    fingerprint = training_fingerprint(config, rows, strategy="pad", prm=prm_manifest.get("fingerprint", ""))
+    return train_job(TrainJob(Path(config.out), fingerprint, build, manifest, force=config.force), hooks)

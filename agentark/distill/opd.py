@@ -26,20 +26,26 @@ teacher without a trace for a question skips that question (counted in the manif
 from __future__ import annotations
 
 import logging
-import resource
-import shutil
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from agentark.config import StageConfig, stable_hash
+from agentark.config import StageConfig
+from agentark.distill.checkpoints import CHECKPOINT_DIR
 from agentark.distill.data import question_messages
-from agentark.distill.training import (LoraSettings, OnPolicySettings, clear_manifest, data_hash,
-                                       device_training_args, is_up_to_date, loss_curve, save_student,
-                                       training_dtype_device, write_manifest)
+from agentark.distill.lifecycle import TrainJob, train_job, training_fingerprint
+from agentark.distill.training import (
+    NO_HOOKS,
+    LoraSettings,
+    OnPolicySettings,
+    TrainHooks,
+    device_training_args,
+    loss_curve,
+    training_dtype_device,
+)
 from agentark.mas.prompts import team_context
 from agentark.models.loading import load_tokenizer, pick_dtype, resolve_model
 from agentark.models.packs import DEFAULT_MODEL
@@ -49,7 +55,6 @@ from agentark.traces.store import read_traces
 logger = logging.getLogger(__name__)
 
 TeacherContext = Literal["model", "team"]
-CHECKPOINTS_DIR = "checkpoints"
 
 
 class OPDConfig(StageConfig, LoraSettings, OnPolicySettings):
@@ -60,7 +65,9 @@ class OPDConfig(StageConfig, LoraSettings, OnPolicySettings):
 
     traces: str = Field(description="Run directory or traces.jsonl: the questions, and the team's answers for 'team'.")
     model: str = Field(DEFAULT_MODEL, description="Student to start from: pack name, local dir or hub id.")
-    teacher: str = Field("qwen2.5-coder-1.5b-instruct", description="Teacher model; must share the student's vocabulary.")
+    teacher: str = Field(
+        "qwen2.5-coder-1.5b-instruct", description="Teacher model; must share the student's vocabulary."
+    )
     teacher_context: TeacherContext = Field("team", description="model: the teacher sees the question only; "
                                             "team: the question plus the debate's final answers.")
     out: str = "students/opd"
@@ -69,7 +76,9 @@ class OPDConfig(StageConfig, LoraSettings, OnPolicySettings):
     max_steps: int = Field(50, ge=1)
     per_device_train_batch_size: int = Field(4, ge=1, description="Questions (one completion each) per micro-batch.")
     gradient_accumulation_steps: int = Field(1, ge=1)
-    save_steps: int = Field(10, ge=1, description="Checkpoint every this many steps; a killed run resumes from the last.")
+    save_steps: int = Field(
+        10, ge=1, description="Checkpoint every this many steps; a killed run resumes from the last."
+    )
     logging_steps: int = Field(1, ge=1)
 
 
@@ -122,7 +131,9 @@ def _trainer_class() -> type:
             width = max(map(len, ids))
             pad = self._tokenizer.pad_token_id
             device = output["prompt_ids"].device
-            output["teacher_prompt_ids"] = torch.tensor([[pad] * (width - len(r)) + list(r) for r in ids], device=device)
+            output["teacher_prompt_ids"] = torch.tensor(
+                [[pad] * (width - len(r)) + list(r) for r in ids], device=device
+            )
             output["teacher_prompt_mask"] = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in ids],
                                                          device=device)
             return output
@@ -135,7 +146,9 @@ def _trainer_class() -> type:
                 self._teacher_prompt = None
 
         def _get_last_hidden_state(self, unwrapped_model, input_ids, attention_mask, logits_to_keep, **kwargs):
-            if self._teacher_prompt is not None and unwrapped_model is self.accelerator.unwrap_model(self.teacher_model):
+            if self._teacher_prompt is not None and unwrapped_model is self.accelerator.unwrap_model(
+                self.teacher_model
+            ):
                 prompt_ids, prompt_mask = self._teacher_prompt
                 input_ids = torch.cat([prompt_ids, input_ids[:, -logits_to_keep:]], dim=1)
                 attention_mask = torch.cat([prompt_mask, attention_mask[:, -logits_to_keep:]], dim=1)
@@ -144,85 +157,67 @@ def _trainer_class() -> type:
     return TeamDistillationTrainer
 
 
-def _fingerprint(config: OPDConfig, rows: Sequence[dict]) -> str:
-    return stable_hash({"strategy": "opd", "config": config.config_hash(), "data": data_hash(rows)})
-
-
-def last_checkpoint(out: Path) -> str | None:
-    """The newest ``checkpoint-<step>`` under ``out/checkpoints`` (what a killed run resumes from)."""
-    found = sorted((out / CHECKPOINTS_DIR).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(found[-1]) if found else None
-
-
-def train_opd(config: OPDConfig) -> Path:
+def train_opd(config: OPDConfig, hooks: TrainHooks = NO_HOOKS) -> Path:
     """Distil ``config.teacher`` into ``config.model`` on the traces' questions; returns ``config.out``.
 
     Checkpoints go to ``out/checkpoints`` every ``save_steps``; a re-run with the same inputs resumes
-    from the last one, and a finished student with the same fingerprint is not retrained.
+    from the last one, and a finished student with the same fingerprint is not retrained
+    (:func:`~agentark.distill.lifecycle.train_job`).
     """
-    import datasets
-    from transformers import AutoModelForCausalLM
-    from trl import DistillationConfig
-
-    out = Path(config.out)
     rows, skipped = opd_rows(read_traces(config.traces), config.teacher_context)
     if skipped:
         logger.warning("opd: %d questions have no team answers in %s and are skipped", skipped, config.traces)
     if not rows:
         raise ValueError(f"opd: no question to train on in {config.traces}")
-    fingerprint = _fingerprint(config, rows)
-    if not config.force and is_up_to_date(out, fingerprint):
-        logger.info("%s is up to date (fingerprint %s); nothing to train", out, fingerprint[:12])
-        return out
-
-    dtype, device = training_dtype_device()
-    tokenizer = load_tokenizer(config.model)
-    student = AutoModelForCausalLM.from_pretrained(resolve_model(config.model), dtype=dtype, use_safetensors=True)
     # The teacher is frozen, so it needs no fp32 master weights: the device's fast inference dtype (bf16 on
     # CUDA and on a CPU with native bf16) halves its memory, the larger share of the two models.
+    dtype, device = training_dtype_device()
     teacher_dtype = pick_dtype("auto", device)
-    teacher = AutoModelForCausalLM.from_pretrained(resolve_model(config.teacher), dtype=teacher_dtype,
-                                                   use_safetensors=True)
-    check_vocabularies(config.model, config.teacher, student.get_output_embeddings().weight.shape[0],
-                       teacher.get_output_embeddings().weight.shape[0])
-    clear_manifest(out)
-    args = DistillationConfig(
-        output_dir=str(out / CHECKPOINTS_DIR),
-        beta=config.beta,
-        learning_rate=config.learning_rate,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=1,
-        remove_unused_columns=False,  # the teacher's prompt is a column of its own
-        logging_steps=config.logging_steps,
-        **device_training_args(device, activation_checkpointing=False),
-        **config.trl_args(),
-    )
-    peft_config = config.peft_config()
-    trainer = _trainer_class()(
-        model=student, teacher_model=teacher, args=args, train_dataset=datasets.Dataset.from_list(rows),
-        processing_class=tokenizer, peft_config=peft_config,
-    )
-    resume = last_checkpoint(out)
-    logger.info("opd (%s teacher %s): %d questions, %d steps%s", config.teacher_context, config.teacher, len(rows),
-                config.max_steps, f", resuming from {resume}" if resume else "")
-    result = trainer.train(resume_from_checkpoint=resume)
-    save_student(trainer.model, tokenizer, out, merge=True)
-    shutil.rmtree(out / CHECKPOINTS_DIR, ignore_errors=True)  # the student is complete: checkpoints are spent
-    write_manifest(out, {
-        "strategy": "opd",
-        "fingerprint": fingerprint,
-        "base_model": config.model,
-        "teacher": config.teacher,
-        "teacher_dtype": str(teacher_dtype).removeprefix("torch."),
-        "config": config.model_dump(mode="json"),
-        "traces": {"source": str(config.traces), "questions": len(rows), "skipped_no_team_answer": skipped},
-        "train": {"loss_curve": loss_curve(trainer.state.log_history), "global_step": trainer.state.global_step,
-                  "resumed_from": resume, "metrics": result.metrics,
-                  # Both models and the sampled batch live in this process: what "fits the machine" means.
-                  "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20},
-    })
-    return out
+
+    def build(callbacks: list[Any]) -> Any:
+        import datasets
+        from transformers import AutoModelForCausalLM
+        from trl import DistillationConfig
+
+        tokenizer = load_tokenizer(config.model)
+        student = AutoModelForCausalLM.from_pretrained(resolve_model(config.model), dtype=dtype, use_safetensors=True)
+        teacher = AutoModelForCausalLM.from_pretrained(resolve_model(config.teacher), dtype=teacher_dtype,
+                                                       use_safetensors=True)
+        check_vocabularies(config.model, config.teacher, student.get_output_embeddings().weight.shape[0],
+                           teacher.get_output_embeddings().weight.shape[0])
+        args = DistillationConfig(
+            output_dir=str(Path(config.out) / CHECKPOINT_DIR),
+            beta=config.beta,
+            learning_rate=config.learning_rate,
+            max_steps=config.max_steps,
+            per_device_train_batch_size=config.per_device_train_batch_size,
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            save_strategy="steps",
+            save_steps=config.save_steps,
+            save_total_limit=1,
+            remove_unused_columns=False,  # the teacher's prompt is a column of its own
+            logging_steps=config.logging_steps,
+            **device_training_args(device, activation_checkpointing=False),
+            **config.trl_args(),
+        )
+        logger.info("opd (%s teacher %s): %d questions, %d steps", config.teacher_context, config.teacher, len(rows),
+                    config.max_steps)
+        return _trainer_class()(
+            model=student, teacher_model=teacher, args=args, train_dataset=datasets.Dataset.from_list(rows),
+            processing_class=tokenizer, peft_config=config.peft_config(), callbacks=callbacks or None,
+        )
+
+    def manifest(trainer: Any, result: Any, resumed_from: str | None) -> dict[str, Any]:
+        return {
+            "strategy": "opd",
+            "base_model": config.model,
+            "teacher": config.teacher,
+            "teacher_dtype": str(teacher_dtype).removeprefix("torch."),
+            "config": config.model_dump(mode="json"),
+            "traces": {"source": str(config.traces), "questions": len(rows), "skipped_no_team_answer": skipped},
+            "train": {"loss_curve": loss_curve(trainer.state.log_history), "global_step": trainer.state.global_step,
+                      "resumed_from": resumed_from, "metrics": result.metrics},
+        }
+
+    fingerprint = training_fingerprint(config, rows, strategy="opd")
+    return train_job(TrainJob(Path(config.out), fingerprint, build, manifest, force=config.force), hooks)

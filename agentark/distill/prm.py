@@ -29,15 +29,24 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 from pydantic import Field
 
-from agentark.config import StageConfig, stable_hash
+from agentark.config import StageConfig
+from agentark.distill.checkpoints import CHECKPOINT_DIR
+from agentark.distill.lifecycle import TrainJob, train_job, training_fingerprint
 from agentark.distill.steps import STEP_SEPARATOR, RoundsSel, StepMode, build_step_dataset, segment_steps
-from agentark.distill.training import (LoraSettings, clear_manifest, data_hash, device_training_args,
-                                       is_up_to_date, loss_curve, read_manifest, save_student,
-                                       training_dtype_device, write_manifest)
+from agentark.distill.training import (
+    NO_HOOKS,
+    LoraSettings,
+    TrainHooks,
+    device_training_args,
+    loss_curve,
+    read_manifest,
+    training_dtype_device,
+)
 from agentark.models.loading import load_tokenizer, pick_device, pick_dtype, resolve_model
 from agentark.models.packs import DEFAULT_MODEL
 from agentark.traces.schema import QuestionTrace
@@ -92,7 +101,7 @@ class EncodedSteps:
     def labels(self, step_labels: Sequence[bool]) -> list[int]:
         """Token labels: -100 everywhere except 0/1 on each kept step's end token."""
         out = [IGNORE_INDEX] * len(self.input_ids)
-        for end, label in zip(self.step_ends, step_labels):
+        for end, label in zip(self.step_ends, step_labels, strict=True):
             if end is not None:
                 out[end] = int(label)
         return out
@@ -207,7 +216,12 @@ def step_metrics(scorer: PRMScorer, rows: Sequence[dict]) -> dict[str, Any]:
     if not rows:
         return {"auroc": None, "accuracy": None, "n_steps": 0}
     scored = scorer.score_steps([r["prompt"] for r in rows], [r["completions"] for r in rows])
-    pairs = [(s, y) for row, scores in zip(rows, scored) for s, y in zip(scores, row["labels"]) if not math.isnan(s)]
+    pairs = [
+        (s, y)
+        for row, scores in zip(rows, scored, strict=True)
+        for s, y in zip(scores, row["labels"], strict=True)
+        if not math.isnan(s)
+    ]
     if not pairs:
         return {"auroc": None, "accuracy": None, "n_steps": 0}
     scores, labels = [s for s, _ in pairs], [y for _, y in pairs]
@@ -331,36 +345,70 @@ def _freeze_for_stage1(model: Any) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _run_stage(name: str, model: Any, dataset: Any, collator: QuestionCollator, config: PRMConfig,
-               epochs: float, learning_rate: float, device: str) -> list[dict]:
-    from transformers import TrainingArguments
+class TwoStageTrainer:
+    """Stage I (head + last block), then stage II (everything, or LoRA adapters + head), as one trainer
+    to the lifecycle (:func:`~agentark.distill.lifecycle.train_job`): ``train``, ``model``,
+    ``processing_class``, ``state``. Nothing is checkpointed: a PRM trains in minutes."""
 
-    args = TrainingArguments(
-        output_dir=config.out,  # nothing is written there (save_strategy="no")
-        num_train_epochs=epochs,
-        max_steps=config.max_steps,
-        learning_rate=learning_rate,
-        per_device_train_batch_size=config.batch_size,
-        lr_scheduler_type="cosine",
-        warmup_steps=0,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        remove_unused_columns=False,
-        **device_training_args(device, activation_checkpointing=False),
-        seed=config.seed,
-        data_seed=config.seed,
-    )
-    trainer = _make_trainer_class()(
-        model=model, args=args, train_dataset=dataset, data_collator=collator,
-        contrastive_weight=config.contrastive_weight if config.contrastive else 0.0, tau=config.tau)
-    trainer.train()
-    return [{"stage": name, **point} for point in loss_curve(trainer.state.log_history)]
+    def __init__(self, model: Any, tokenizer: Any, dataset: Any, config: PRMConfig, device: str,
+                 callbacks: list[Any]):
+        self.model, self.processing_class = model, tokenizer
+        self.dataset, self.config, self.device, self.callbacks = dataset, config, device, callbacks
+        self.collator = QuestionCollator(tokenizer.pad_token_id)
+        self.state = SimpleNamespace(global_step=0, log_history=[])
 
+    def train(self, resume_from_checkpoint: str | None = None) -> Any:
+        from transformers.trainer_utils import TrainOutput
 
-def _fingerprint(config: PRMConfig, rows: Sequence[dict]) -> str:
-    """What decides the PRM's weights: settings (base model included) and the stepwise data."""
-    return stable_hash({"kind": "prm", "config": config.config_hash(), "data": data_hash(rows)})
+        config, runtime, losses = self.config, 0.0, []
+        if config.stage1_epochs > 0:
+            logger.info("PRM stage I: %d trainable parameters (head + last block)", _freeze_for_stage1(self.model))
+            runtime += self._stage("stage1", config.stage1_epochs, config.stage1_learning_rate, losses)
+        if config.epochs > 0:
+            self.model.requires_grad_(True)
+            if config.use_lora:
+                from peft import get_peft_model
+
+                model = self.model
+                head = [name for name, module in model.named_children()
+                        if name != model.base_model_prefix and any(True for _ in module.parameters())]
+                lora = config.peft_config()
+                # The head is a linear layer too: train it fully (modules_to_save), never through an adapter.
+                lora.task_type, lora.exclude_modules, lora.modules_to_save = "TOKEN_CLS", head, head
+                self.model = get_peft_model(model, lora)
+            runtime += self._stage("stage2", config.epochs, config.learning_rate, losses)
+        mean_loss = sum(losses) / len(losses) if losses else 0.0
+        return TrainOutput(self.state.global_step, mean_loss, {"train_runtime": runtime})
+
+    def _stage(self, name: str, epochs: float, learning_rate: float, losses: list[float]) -> float:
+        from transformers import TrainingArguments
+
+        config = self.config
+        args = TrainingArguments(
+            output_dir=str(Path(config.out) / CHECKPOINT_DIR),  # nothing is written there (save_strategy="no")
+            num_train_epochs=epochs,
+            max_steps=config.max_steps,
+            learning_rate=learning_rate,
+            per_device_train_batch_size=config.batch_size,
+            lr_scheduler_type="cosine",
+            warmup_steps=0,
+            logging_steps=1,
+            save_strategy="no",
+            report_to=[],
+            remove_unused_columns=False,
+            **device_training_args(self.device, activation_checkpointing=False),
+            seed=config.seed,
+            data_seed=config.seed,
+        )
+        trainer = _make_trainer_class()(
+            model=self.model, args=args, train_dataset=self.dataset, data_collator=self.collator,
+            callbacks=self.callbacks or None,
+            contrastive_weight=config.contrastive_weight if config.contrastive else 0.0, tau=config.tau)
+        result = trainer.train()
+        self.state.global_step += trainer.state.global_step
+        self.state.log_history += [{"stage": name, **point} for point in loss_curve(trainer.state.log_history)]
+        losses.append(result.training_loss)
+        return float(result.metrics.get("train_runtime", 0.0))
 
 
 def as_traces(traces: Iterable[QuestionTrace] | str | Path) -> list[QuestionTrace]:
@@ -371,76 +419,56 @@ def as_traces(traces: Iterable[QuestionTrace] | str | Path) -> list[QuestionTrac
     return traces
 
 
-def train_prm(config: PRMConfig, traces: Iterable[QuestionTrace] | str | Path) -> Path:
+def train_prm(config: PRMConfig, traces: Iterable[QuestionTrace] | str | Path, hooks: TrainHooks = NO_HOOKS) -> Path:
     """Train (or reuse) a PRM on debate traces (records, or a run directory); returns its directory.
 
     Saves the model (HF format, safetensors), its tokenizer and a manifest with the held-out
     step-level AUROC / accuracy. A second call with the same config and data is a no-op unless
-    ``config.force``.
+    ``config.force`` (:func:`~agentark.distill.lifecycle.train_job`).
     """
-    import datasets
-    import torch
-    from transformers import AutoModelForTokenClassification
-
     out_dir = Path(config.out)
     rows = build_step_dataset(as_traces(traces), config.step_mode, config.rounds)
     if not rows:
         raise ValueError("no labelled steps in these traces (is any question answered right by some agent?)")
-    fingerprint = _fingerprint(config, rows)
-    if not config.force and is_up_to_date(out_dir, fingerprint):
-        logger.info("PRM in %s is up to date (fingerprint %s); not retraining", out_dir, fingerprint)
-        return out_dir
-
     train_rows, held_rows = split_by_item(rows, config.held_out_fraction, config.seed)
-    dtype, device = training_dtype_device()
-    torch.manual_seed(config.seed)
-    tokenizer = load_tokenizer(config.model)
-    model = AutoModelForTokenClassification.from_pretrained(
-        resolve_model(config.model), num_labels=2, id2label=PRM_LABELS,
-        label2id={v: k for k, v in PRM_LABELS.items()}, dtype=dtype, use_safetensors=True).to(device)
-    dataset = datasets.Dataset.from_list(_question_rows(train_rows, tokenizer, config.max_length))
-    collator = QuestionCollator(tokenizer.pad_token_id)
-    clear_manifest(out_dir)
-    logger.info("PRM: %d solutions (%d questions) to train on, %d held out", len(train_rows), len(dataset),
-                len(held_rows))
 
-    log: list[dict] = []
-    if config.stage1_epochs > 0:
-        logger.info("PRM stage I: %d trainable parameters (head + last block)", _freeze_for_stage1(model))
-        log += _run_stage("stage1", model, dataset, collator, config, config.stage1_epochs,
-                          config.stage1_learning_rate, device)
-    if config.epochs > 0:
-        model.requires_grad_(True)
-        if config.use_lora:
-            from peft import get_peft_model
+    def build(callbacks: list[Any]) -> TwoStageTrainer:
+        import datasets
+        import torch
+        from transformers import AutoModelForTokenClassification
 
-            head = [name for name, module in model.named_children()
-                    if name != model.base_model_prefix and any(True for _ in module.parameters())]
-            lora = config.peft_config()
-            # The head is a linear layer too: train it fully (modules_to_save), never through an adapter.
-            lora.task_type, lora.exclude_modules, lora.modules_to_save = "TOKEN_CLS", head, head
-            model = get_peft_model(model, lora)
-        log += _run_stage("stage2", model, dataset, collator, config, config.epochs, config.learning_rate, device)
+        dtype, device = training_dtype_device()
+        torch.manual_seed(config.seed)
+        tokenizer = load_tokenizer(config.model)
+        model = AutoModelForTokenClassification.from_pretrained(
+            resolve_model(config.model), num_labels=2, id2label=PRM_LABELS,
+            label2id={v: k for k, v in PRM_LABELS.items()}, dtype=dtype, use_safetensors=True).to(device)
+        dataset = datasets.Dataset.from_list(_question_rows(train_rows, tokenizer, config.max_length))
+        logger.info("PRM: %d solutions (%d questions) to train on, %d held out", len(train_rows), len(dataset),
+                    len(held_rows))
+        return TwoStageTrainer(model, tokenizer, dataset, config, device, callbacks)
 
-    save_student(model, tokenizer, out_dir, merge=True)
-    n_steps = sum(len(r["labels"]) for r in train_rows)
-    # Held-out metrics of the PRM as saved (reloaded), i.e. of exactly what PAD will score with.
-    scorer = PRMScorer(out_dir, step_mode=config.step_mode, batch_size=config.score_batch_size,
-                       max_length=config.max_length)
-    metrics = step_metrics(scorer, held_rows)
-    logger.info("PRM held-out step AUROC %s, accuracy %s over %d steps", metrics["auroc"], metrics["accuracy"],
-                metrics["n_steps"])
-    write_manifest(out_dir, {
-        "kind": "prm",
-        "fingerprint": fingerprint,
-        "base_model": config.model,
-        "step_mode": config.step_mode,
-        "step_separator": STEP_SEPARATOR,
-        "max_length": config.max_length,
-        "config": config.model_dump(mode="json"),
-        "n_solutions": {"train": len(train_rows), "held_out": len(held_rows)},
-        "held_out": metrics,
-        "train_steps": {"n": n_steps, "positive_share": sum(sum(r["labels"]) for r in train_rows) / max(1, n_steps)},
-        "log_history": log,
-    })
-    return out_dir
+    def manifest(trainer: TwoStageTrainer, result: Any, resumed_from: str | None) -> dict[str, Any]:
+        n_steps = sum(len(r["labels"]) for r in train_rows)
+        # Held-out metrics of the PRM as saved (reloaded), i.e. of exactly what PAD will score with.
+        scorer = PRMScorer(out_dir, step_mode=config.step_mode, batch_size=config.score_batch_size,
+                           max_length=config.max_length)
+        metrics = step_metrics(scorer, held_rows)
+        logger.info("PRM held-out step AUROC %s, accuracy %s over %d steps", metrics["auroc"], metrics["accuracy"],
+                    metrics["n_steps"])
+        return {
+            "kind": "prm",
+            "base_model": config.model,
+            "step_mode": config.step_mode,
+            "step_separator": STEP_SEPARATOR,
+            "max_length": config.max_length,
+            "config": config.model_dump(mode="json"),
+            "n_solutions": {"train": len(train_rows), "held_out": len(held_rows)},
+            "held_out": metrics,
+            "train_steps": {"n": n_steps,
+                            "positive_share": sum(sum(r["labels"]) for r in train_rows) / max(1, n_steps)},
+            "log_history": trainer.state.log_history,
+        }
+
+    fingerprint = training_fingerprint(config, rows, kind="prm")
+    return train_job(TrainJob(out_dir, fingerprint, build, manifest, force=config.force), hooks)

@@ -14,10 +14,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from agentark.config import StageConfig, load_config
+from agentark.distill import grpo, opd, sft
+from agentark.distill.steps import build_step_dataset
 from agentark.distill.training import TrainHooks
 from agentark.errors import one_line_error
 from agentark.traces.schema import QuestionTrace
-
+from agentark.traces.store import task_of_run
 
 
 @dataclass(frozen=True)
@@ -25,8 +27,7 @@ class Strategy:
     """How one distillation strategy is configured, checked, fingerprinted and trained."""
 
     name: str
-    summary: str
-    config_class: Callable[[], type[StageConfig]]  # lazy: a trainer's imports load only when it is used
+    config_class: type[StageConfig]
     takes_traces: bool  # does the config carry the traces path itself (SFT, OPD) or get traces passed (PAD)?
     empty: Callable[[Any, list[QuestionTrace]], str | None]
     identity: Callable[[Any], dict[str, str]]
@@ -34,7 +35,7 @@ class Strategy:
 
     def config(self, traces: str | Path, **settings: Any) -> Any:
         """This strategy's config from ``settings`` (a pipeline's ``training`` section), on ``traces``."""
-        cls = self.config_class()
+        cls = self.config_class
         try:
             return cls.model_validate({**settings, **self._fixed(cls, traces)})
         except ValidationError as e:
@@ -44,7 +45,7 @@ class Strategy:
                     defaults: dict[str, Any] | None = None) -> Any:
         """This strategy's config as every command reads one (:func:`agentark.config.load_config`):
         ``defaults``, a YAML file, then the flags given; strategy name and traces set here."""
-        cls = self.config_class()
+        cls = self.config_class
         return load_config(cls, path, {**(flags or {}), **self._fixed(cls, traces)}, defaults=defaults)
 
     def _fixed(self, cls: type, traces: str | Path) -> dict[str, Any]:
@@ -54,12 +55,6 @@ class Strategy:
         return fields
 
 
-def _sft_class():
-    from agentark.distill.sft import SFTDistillConfig
-
-    return SFTDistillConfig
-
-
 def _sft_empty(config, traces: list[QuestionTrace]) -> str | None:
     if not config.samples(traces):
         return f"no training samples: {config.strategy} kept none of {len(traces)} debated questions"
@@ -67,60 +62,52 @@ def _sft_empty(config, traces: list[QuestionTrace]) -> str | None:
 
 
 def _train_sft(config, traces: Path, hooks: TrainHooks) -> Path:
-    from agentark.distill.sft import train_sft
-
-    return train_sft(config, hooks)
-
-
-def _pad_class():
-    from agentark.distill.grpo import PADConfig
-
-    return PADConfig
+    return sft.train_sft(config, hooks)
 
 
 def _pad_empty(config, traces: list[QuestionTrace]) -> str | None:
-    from agentark.distill.steps import build_step_dataset
-
     if not build_step_dataset(traces, config.prm.step_mode, config.prm.rounds):
         return f"no labelled reasoning steps for the PRM in {len(traces)} debated questions"
     return None
 
 
 def _train_pad(config, traces: Path, hooks: TrainHooks) -> Path:
-    from agentark.distill.grpo import train_pad
-    from agentark.traces.store import task_of_run
-
-    return train_pad(config, traces, task=task_of_run(traces))
-
-
-def _opd_class():
-    from agentark.distill.opd import OPDConfig
-
-    return OPDConfig
+    return grpo.train_pad(config, traces, task=task_of_run(traces), hooks=hooks)
 
 
 def _train_opd(config, traces: Path, hooks: TrainHooks) -> Path:
-    from agentark.distill.opd import train_opd
-
-    return train_opd(config)
+    return opd.train_opd(config, hooks)
 
 
 def _config_hash(config) -> dict[str, str]:
     return {"config": config.config_hash()}
 
 
+# rsft: verified reasoning traces, corrective ones preferred; da: several correct, structurally different
+# traces per question; sft: the answer-only baseline (all TRL SFTTrainer). pad: a PRM from the debate, then
+# GRPO against PRM + verifiable reward. opd: on-policy distillation from a teacher model or the team.
 STRATEGIES: dict[str, Strategy] = {
-    **{name: Strategy(name, summary, _sft_class, True, _sft_empty, _config_hash, _train_sft) for name, summary in (
-        ("rsft", "verified reasoning traces, corrective ones preferred (TRL SFTTrainer)"),
-        ("da", "several correct, structurally different traces per question (TRL SFTTrainer)"),
-        ("sft", "answer-only baseline (TRL SFTTrainer)"))},
+    **{
+        name: Strategy(name, sft.SFTDistillConfig, True, _sft_empty, _config_hash, _train_sft)
+        for name in ("rsft", "da", "sft")
+    },
     # The PRM's settings are operational in PADConfig's own hash; its fingerprint adds them.
-    "pad": Strategy("pad", "PRM from the debate, then GRPO against PRM + verifiable reward (TRL GRPOTrainer)",
-                    _pad_class, False, _pad_empty,
-                    lambda c: {"config": c.config_hash(), "prm": c.prm.config_hash()}, _train_pad),
-    "opd": Strategy("opd", "on-policy distillation from a teacher model or the team (TRL DistillationTrainer)",
-                    _opd_class, True, lambda c, traces: None if traces else "no debated questions",
-                    _config_hash, _train_opd),
+    "pad": Strategy(
+        "pad",
+        grpo.PADConfig,
+        False,
+        _pad_empty,
+        lambda c: {"config": c.config_hash(), "prm": c.prm.config_hash()},
+        _train_pad,
+    ),
+    "opd": Strategy(
+        "opd",
+        opd.OPDConfig,
+        True,
+        lambda c, traces: None if traces else "no debated questions",
+        _config_hash,
+        _train_opd,
+    ),
 }
 STRATEGY_NAMES = tuple(STRATEGIES)
 

@@ -12,26 +12,26 @@ training data and every setting that changes the weights.
 from __future__ import annotations
 
 import logging
-import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from agentark.config import StageConfig, stable_hash, world_size
-from agentark.distill.checkpoints import CHECKPOINT_DIR, checkpoint_step, claim_checkpoints, last_checkpoint
-from agentark.distill.data import (
-    Sample,
-    build_samples,
-    dataset_stats,
-    subsample,
-    pool_stats,
-    to_dataset,
-    unsolved_by,
+from agentark.config import StageConfig, world_size
+from agentark.distill.checkpoints import CHECKPOINT_DIR
+from agentark.distill.data import Sample, build_samples, dataset_stats, pool_stats, subsample, to_dataset, unsolved_by
+from agentark.distill.lifecycle import TrainJob, train_job, training_fingerprint
+from agentark.distill.training import (
+    NO_HOOKS,
+    LoraSettings,
+    Precision,
+    TrainHooks,
+    data_hash,
+    device_training_args,
+    loss_curve,
+    training_dtype_device,
 )
-from agentark.distill.training import (LoraSettings, Precision, TrainHooks, clear_manifest, data_hash,
-                                       device_training_args, is_up_to_date, loss_curve, resolve_precision,
-                                       save_student, training_dtype_device, training_resources, write_manifest)
 from agentark.models.loading import load_tokenizer, resolve_model
 from agentark.models.packs import DEFAULT_MODEL
 from agentark.traces.schema import QuestionTrace
@@ -40,15 +40,23 @@ from agentark.traces.store import read_traces
 logger = logging.getLogger(__name__)
 
 
-
 class SFTDistillConfig(StageConfig, LoraSettings):
     """``agentark distill --strategy rsft|da|sft``: settings of one supervised distillation run."""
 
     # Not part of the fingerprint: where things go, re-run policy, logging, and the traces path (the
     # data hash already covers the trace content, so a moved run directory does not force retraining).
     operational_fields: ClassVar[frozenset[str]] = frozenset(
-        {"out", "force", "traces", "student_run", "report_to", "logging_steps", "activation_checkpointing", "save_steps",
-         "precision"}
+        {
+            "out",
+            "force",
+            "traces",
+            "student_run",
+            "report_to",
+            "logging_steps",
+            "activation_checkpointing",
+            "save_steps",
+            "precision",
+        }
     )
 
     hashed_when_set: ClassVar[frozenset[str]] = frozenset({"source_round", "max_samples", "subsample_seed"})
@@ -114,7 +122,7 @@ def training_traces(config: SFTDistillConfig) -> list[QuestionTrace]:
 
 def fingerprint(config: SFTDistillConfig, samples: list[Sample]) -> str:
     """What decides the student's weights: the training data, the settings, the starting model."""
-    return stable_hash({"config": config.config_hash(), "data": data_hash(samples), "base_model": config.model})
+    return training_fingerprint(config, samples, base_model=config.model)
 
 
 def accumulation_steps(config: SFTDistillConfig, processes: int) -> int:
@@ -123,12 +131,14 @@ def accumulation_steps(config: SFTDistillConfig, processes: int) -> int:
         return config.gradient_accumulation_steps
     per_step = config.per_device_train_batch_size * processes
     if config.effective_batch_size % per_step:
-        raise ValueError(f"effective_batch_size={config.effective_batch_size} is not a multiple of "
-                         f"per_device_train_batch_size x processes = {config.per_device_train_batch_size} x {processes}")
+        raise ValueError(
+            f"effective_batch_size={config.effective_batch_size} is not a multiple of "
+            f"per_device_train_batch_size x processes = {config.per_device_train_batch_size} x {processes}"
+        )
     return config.effective_batch_size // per_step
 
 
-def build_trainer(config: SFTDistillConfig, dataset: Any, tokenizer: Any, hooks: TrainHooks = TrainHooks()):
+def build_trainer(config: SFTDistillConfig, dataset: Any, tokenizer: Any, callbacks: Sequence[Any] = ()):
     """The TRL ``SFTTrainer`` for ``config`` on ``dataset``, ready to ``train()``.
 
     Separate from :func:`train_sft` so tests can inspect exactly the batches training would see.
@@ -166,7 +176,7 @@ def build_trainer(config: SFTDistillConfig, dataset: Any, tokenizer: Any, hooks:
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=hooks.callbacks() or None,
+        callbacks=list(callbacks) or None,
     )
 
 
@@ -183,66 +193,41 @@ def check_cut_samples(train_dataset: Any, n_samples: int, max_length: int) -> No
                        dropped)
 
 
-def _versions() -> dict[str, str]:
-    import peft
-    import torch
-    import transformers
-    import trl
-
-    return {"torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
-            "peft": peft.__version__}
-
-
-def train_sft(config: SFTDistillConfig, hooks: TrainHooks = TrainHooks()) -> Path:
+def train_sft(config: SFTDistillConfig, hooks: TrainHooks = NO_HOOKS) -> Path:
     """Distil ``config.traces`` into a student at ``config.out``; returns that directory.
 
     If ``out`` already holds a student with the same fingerprint (and not ``force``) nothing is
-    trained. The previous manifest is removed before training, so an interrupted run never looks done.
+    trained (:func:`~agentark.distill.lifecycle.train_job`).
     """
     traces = training_traces(config)
     samples = config.samples(traces)
-    dataset = to_dataset(samples)
-    out = Path(config.out)
-    fp = fingerprint(config, samples)
-    if not config.force and is_up_to_date(out, fp):
-        logger.info("%s is up to date (fingerprint %s); nothing to train (use force to retrain)", out, fp[:12])
-        return out
+    stats: dict[str, Any] = {}
 
-    tokenizer = load_tokenizer(config.model)
-    stats = dataset_stats(samples, tokenizer)
-    logger.info("distilling %s: %d samples from %d of %d questions (%.0f%% corrective)", config.strategy,
-                stats["samples"], stats["questions"], len(traces), 100 * stats["corrective_share"])
-    trainer = build_trainer(config, dataset, tokenizer, hooks)
-    main = trainer.is_world_process_zero()  # under accelerate launch, one process writes
-    if main:
-        clear_manifest(out)
-        claim_checkpoints(out, fp)
-    trainer.accelerator.wait_for_everyone()
-    check_cut_samples(trainer.train_dataset, len(samples), config.max_length)
-    resumed_from = last_checkpoint(out)
-    start_step = checkpoint_step(resumed_from) if resumed_from else 0
-    result = trainer.train(resume_from_checkpoint=resumed_from)
-    trainer.accelerator.wait_for_everyone()
-    if not main:
-        return out
-    save_student(trainer.model, tokenizer, out, merge=True)
-    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)  # the student is complete: checkpoints are spent
-    write_manifest(out, {
-        "fingerprint": fp,
-        "strategy": config.strategy,
-        "data_hash": data_hash(samples),
-        "traces": {"source": str(config.traces), "questions": len(traces), "student_run": config.student_run},
-        "pool": pool_stats(traces),
-        "base_model": config.model,
-        "config": config.model_dump(),
-        "dataset": stats,
-        "train": {"loss_curve": loss_curve(trainer.state.log_history), "metrics": result.metrics,
-                  "global_step": trainer.state.global_step, "resumed_from": resumed_from, "processes": world_size(),
-                  "effective_batch_size": config.per_device_train_batch_size * world_size()
-                  * accumulation_steps(config, world_size())},
-        "resources": training_resources(result.metrics, trainer.state.global_step - start_step,
-                                        resolve_precision(config.precision, training_dtype_device()[1])),
-        "versions": _versions(),
-    })
-    logger.info("student saved to %s (final train loss %.4f)", out, result.training_loss)
-    return out
+    def build(callbacks: list[Any]) -> Any:
+        tokenizer = load_tokenizer(config.model)
+        stats.update(dataset_stats(samples, tokenizer))
+        logger.info("distilling %s: %d samples from %d of %d questions (%.0f%% corrective)", config.strategy,
+                    stats["samples"], stats["questions"], len(traces), 100 * stats["corrective_share"])
+        return build_trainer(config, to_dataset(samples), tokenizer, callbacks)
+
+    def manifest(trainer: Any, result: Any, resumed_from: str | None) -> dict[str, Any]:
+        return {
+            "strategy": config.strategy,
+            "data_hash": data_hash(samples),
+            "traces": {"source": str(config.traces), "questions": len(traces), "student_run": config.student_run},
+            "pool": pool_stats(traces),
+            "base_model": config.model,
+            "config": config.model_dump(),
+            "dataset": stats,
+            "train": {"loss_curve": loss_curve(trainer.state.log_history), "metrics": result.metrics,
+                      "global_step": trainer.state.global_step, "resumed_from": resumed_from,
+                      "processes": world_size(),
+                      "effective_batch_size": config.per_device_train_batch_size * world_size()
+                      * accumulation_steps(config, world_size())},
+        }
+
+    return train_job(TrainJob(
+        Path(config.out), fingerprint(config, samples), build, manifest, force=config.force,
+        precision=config.precision,
+        before_train=lambda trainer: check_cut_samples(trainer.train_dataset, len(samples), config.max_length),
+    ), hooks)

@@ -21,6 +21,7 @@ from typing import Literal
 from agentark.distill.data import question_messages
 from agentark.tasks.grading import normalize_number
 from agentark.traces.schema import AgentTurn, QuestionTrace
+
 StepMode = Literal["auto", "blank_line", "line", "sentence"]
 STEP_MODES: tuple[str, ...] = ("auto", "blank_line", "line", "sentence")
 RoundsSel = Literal["all", "final"]

@@ -1,9 +1,10 @@
-"""Plumbing every distillation trainer shares (SFT here, the PAD/GRPO trainer too).
+"""Plumbing every distillation trainer shares (SFT, PAD's PRM and GRPO, OPD).
 
 A trained student is a directory that loads like any Hugging Face model (merged safetensors +
 tokenizer), with the LoRA adapter kept in ``adapter/`` and a ``manifest.json`` that records what
 made it. The manifest is written last, so its presence means the directory is complete, and its
-``fingerprint`` lets a re-run with identical inputs return at once instead of retraining.
+``fingerprint`` lets a re-run with identical inputs return at once instead of retraining (the order
+of it all: :mod:`agentark.distill.lifecycle`).
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from huggingface_hub import constants
 from pydantic import BaseModel, Field, model_validator
 
 from agentark.config import stable_hash
 from agentark.models.adapters import ADAPTER_DIR
+from agentark.models.hardware import cpu_info
 from agentark.traces.store import write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -62,6 +65,10 @@ class TrainHooks:
         return [_Hooks()] if self.progress or self.on_checkpoint else []
 
 
+NO_HOOKS = TrainHooks()
+"""Nothing watched: the default of every trainer's ``hooks``."""
+
+
 def peak_rss_gib() -> float:
     """This process's peak resident memory so far (Linux reports KiB), for every manifest."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
@@ -93,7 +100,7 @@ class LoraSettings(BaseModel):
     def _default_learning_rate(self):
         """A config with ``learning_rate: None`` gets the rate for its kind of training, resolved now so
         the fingerprint and the manifest hold the value actually used."""
-        if "learning_rate" in type(self).model_fields and getattr(self, "learning_rate") is None:
+        if "learning_rate" in type(self).model_fields and self.learning_rate is None:
             self.learning_rate = LORA_LEARNING_RATE if self.use_lora else FULL_LEARNING_RATE
         return self
 
@@ -105,7 +112,9 @@ class LoraSettings(BaseModel):
 class OnPolicySettings(BaseModel):
     """What the on-policy trainers (PAD's GRPO, OPD) share: the student samples its own answers."""
 
-    temperature: float = Field(1.0, gt=0.0, description="The student's sampling temperature (and OPD's loss temperature).")
+    temperature: float = Field(
+        1.0, gt=0.0, description="The student's sampling temperature (and OPD's loss temperature)."
+    )
     max_completion_length: int = Field(256, ge=1, description="Tokens the student writes per question.")
     seed: int = 0
     report_to: str = "none"
@@ -195,8 +204,6 @@ def _no_hub_kernels_offline() -> None:
     Qwen2's rotary embedding) and fetches them at the first training step; with the Hub offline that fetch
     fails mid-run (seen on an H200 with ``HF_HUB_OFFLINE=1``). Offline and with no choice made, train on
     transformers' own torch paths instead; ``USE_HUB_KERNELS`` set by the user always wins."""
-    from huggingface_hub import constants
-
     if constants.HF_HUB_OFFLINE and "USE_HUB_KERNELS" not in os.environ:
         os.environ["USE_HUB_KERNELS"] = "NO"
         logger.info("Hub offline: transformers' Hub kernels are off for training (set USE_HUB_KERNELS to choose)")
@@ -209,8 +216,6 @@ def loss_curve(log_history: Sequence[Mapping[str, Any]]) -> list[dict[str, float
 
 def resolve_precision(precision: Precision, device: str) -> Literal["fp32", "bf16"]:
     """``auto`` -> what is fast here; an explicit choice (e.g. the one a kept checkpoint was trained in) stays."""
-    from agentark.models.hardware import cpu_info
-
     if precision != "auto":
         return precision
     return "bf16" if device == "cuda" or cpu_info().fast_bf16 else "fp32"
@@ -218,11 +223,14 @@ def resolve_precision(precision: Precision, device: str) -> Literal["fp32", "bf1
 
 def training_resources(metrics: Mapping[str, Any], steps_run: int, precision: str) -> dict[str, Any]:
     """The cost figures every manifest records: peak RSS, seconds per optimiser step, CPU, precision."""
-    from agentark.models.hardware import cpu_info
-
     runtime = float(metrics.get("train_runtime", 0.0))
-    return {"peak_rss_gib": round(peak_rss_gib(), 2), "s_per_step": round(runtime / steps_run, 2) if steps_run else None,
-            "steps_run": steps_run, "cpu": cpu_info().model, "precision": precision}
+    return {
+        "peak_rss_gib": round(peak_rss_gib(), 2),
+        "s_per_step": round(runtime / steps_run, 2) if steps_run else None,
+        "steps_run": steps_run,
+        "cpu": cpu_info().model,
+        "precision": precision,
+    }
 
 
 def device_training_args(device: str, activation_checkpointing: bool, precision: Precision = "auto") -> dict[str, Any]:
@@ -234,5 +242,9 @@ def device_training_args(device: str, activation_checkpointing: bool, precision:
     defaults ``bf16`` to True even there, and the deprecated alias ``gradient_checkpointing`` to True; the
     new name ``activation_checkpointing`` overrides it.
     """
-    return {"bf16": resolve_precision(precision, device) == "bf16", "activation_checkpointing": activation_checkpointing,
-            "use_cpu": device == "cpu", "dataloader_pin_memory": device == "cuda"}
+    return {
+        "bf16": resolve_precision(precision, device) == "bf16",
+        "activation_checkpointing": activation_checkpointing,
+        "use_cpu": device == "cpu",
+        "dataloader_pin_memory": device == "cuda",
+    }

@@ -5,16 +5,18 @@
 this machine has: vLLM, else transformers on a CUDA GPU; on a CPU, transformers in bf16 where the CPU
 has native bf16 (AMX / AVX512-BF16: 1.5B debate work 61 tok/s against llama.cpp's 16 on the packs'
 K-quants, whose prebuilt wheel has no AMX kernels) and llama.cpp elsewhere (AVX2: 1.3x the
-transformers engine on the 1.5B; README Speed). Backends are imported lazily so a missing optional dependency only
-matters when chosen.
+transformers engine on the 1.5B; README Speed). Each backend imports its library (torch, openai, vllm,
+xllamacpp) when it is built, so a missing optional dependency only matters when chosen.
 """
 
 from __future__ import annotations
 
-import importlib.util
-
 from agentark.engines.base import Completion, Conversation, Engine, Message, SamplingParams
+from agentark.engines.hf import HFEngine
+from agentark.engines.llamacpp import LlamaCppEngine
+from agentark.engines.openai import OpenAIEngine
 from agentark.engines.settings import (
+    ENGINE_NAMES,
     ENGINE_SETTINGS,
     EngineSettings,
     HFSettings,
@@ -22,26 +24,9 @@ from agentark.engines.settings import (
     OpenAISettings,
     VLLMSettings,
     engine_settings,
+    resolve_engine_kind,
 )
-
-ENGINE_NAMES = ("auto", "llamacpp", "hf", "openai", "vllm")
-
-
-def resolve_engine_kind(kind: str) -> str:
-    """``auto`` -> the concrete engine for this machine; any other valid name unchanged."""
-    if kind not in ENGINE_NAMES:
-        raise ValueError(f"unknown engine {kind!r}; valid engines: {', '.join(ENGINE_NAMES)}")
-    if kind != "auto":
-        return kind
-    import torch
-
-    if torch.cuda.is_available():
-        return "vllm" if importlib.util.find_spec("vllm") else "hf"
-    from agentark.models.hardware import cpu_info
-
-    if cpu_info().fast_bf16:
-        return "hf"
-    return "llamacpp" if importlib.util.find_spec("xllamacpp") else "hf"
+from agentark.engines.vllm import VLLMEngine
 
 
 def with_batch_size(kind: str, options: dict, batch_size: int) -> dict:
@@ -73,19 +58,11 @@ def build_engine(model: str, settings: EngineSettings) -> Engine:
     what :meth:`EngineSettings.identity` hashes is what the backend runs with."""
     options, kind = settings.model_dump(exclude={"kind"}), settings.kind
     if kind == "llamacpp":
-        from agentark.engines.llamacpp import LlamaCppEngine
-
         return LlamaCppEngine(model, **options)
     if kind == "hf":
-        from agentark.engines.hf import HFEngine
-
         return HFEngine.from_pretrained(model, **options)
     if kind == "openai":
-        from agentark.engines.openai import OpenAIEngine
-
         return OpenAIEngine(model, **options)
-    from agentark.engines.vllm import VLLMEngine
-
     return VLLMEngine(model, **options)
 
 

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from agentark.defaults import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE
+
 Message = dict[str, str]
 """A chat message, ``{"role": "system"|"user"|"assistant", "content": str}`` (OpenAI / TRL style)."""
 
@@ -21,9 +23,9 @@ Conversation = list[Message]
 class SamplingParams:
     """Decoding settings shared by all engines (names follow vLLM / OpenAI)."""
 
-    temperature: float = 0.7
+    temperature: float = DEFAULT_TEMPERATURE
     top_p: float = 1.0
-    max_new_tokens: int = 256
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     seed: int | None = None
     # Forces exactly max_new_tokens per completion (EOS is ignored). Only benchmarks use it, so that
     # a naive loop and a batched run do the same amount of work.

@@ -11,13 +11,15 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from agentark.defaults import DEFAULT_BATCH_SIZE
 from agentark.engines.base import Completion, Conversation, SamplingParams
+from agentark.models import load_model, load_tokenizer
 
 
 class HFEngine:
     """Generate with a ``transformers`` causal LM."""
 
-    def __init__(self, model: Any, tokenizer: Any, model_id: str, batch_size: int = 32):
+    def __init__(self, model: Any, tokenizer: Any, model_id: str, batch_size: int = DEFAULT_BATCH_SIZE):
         if tokenizer.padding_side != "left":
             raise ValueError("HFEngine needs a left-padding tokenizer (use agentark.models.load_tokenizer)")
         self.model = model
@@ -26,10 +28,12 @@ class HFEngine:
         self.batch_size = batch_size
 
     @classmethod
-    def from_pretrained(cls, name: str, device: str = "auto", dtype: str = "auto", batch_size: int = 32) -> HFEngine:
-        from agentark.models import load_model, load_tokenizer
-
-        return cls(load_model(name, device=device, dtype=dtype), load_tokenizer(name), model_id=name, batch_size=batch_size)
+    def from_pretrained(
+        cls, name: str, device: str = "auto", dtype: str = "auto", batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> HFEngine:
+        return cls(
+            load_model(name, device=device, dtype=dtype), load_tokenizer(name), model_id=name, batch_size=batch_size
+        )
 
     def _encode(self, conversations: list[Conversation]) -> list[list[int]]:
         texts = self.tokenizer.apply_chat_template(conversations, tokenize=False, add_generation_prompt=True)
@@ -47,7 +51,9 @@ class HFEngine:
         for n, start in enumerate(range(0, len(order), size)):
             chunk = order[start : start + size]
             chunk_sampling = sampling if sampling.seed is None else replace(sampling, seed=sampling.seed + n)
-            for i, completion in zip(chunk, self._generate_chunk([encoded[i] for i in chunk], chunk_sampling)):
+            for i, completion in zip(
+                chunk, self._generate_chunk([encoded[i] for i in chunk], chunk_sampling), strict=True
+            ):
                 results[i] = completion
         return results  # type: ignore[return-value]
 
@@ -68,8 +74,12 @@ class HFEngine:
         distinct: dict[tuple[int, ...], int] = {}
         source = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]  # row -> distinct prompt
         # Every row after the first with its prompt gets that prompt's KV cache without prefilling it.
-        cached = [len(p) if source.index(s) < row else 0 for row, (p, s) in enumerate(zip(prompts, source))]
-        batch = self.tokenizer.pad({"input_ids": [list(p) for p in distinct]}, padding=True, return_tensors="pt").to(device)
+        cached = [
+            len(p) if source.index(s) < row else 0 for row, (p, s) in enumerate(zip(prompts, source, strict=True))
+        ]
+        batch = self.tokenizer.pad({"input_ids": [list(p) for p in distinct]}, padding=True, return_tensors="pt").to(
+            device
+        )
         input_ids, attention = batch["input_ids"], batch["attention_mask"]
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         eos = torch.tensor(self._eos_ids(), device=device)
@@ -92,7 +102,7 @@ class HFEngine:
                 done = torch.zeros_like(next_tokens, dtype=torch.bool)
                 if not sampling.ignore_eos:
                     done = torch.isin(next_tokens, eos)
-                for row, (index, token) in enumerate(zip(live.tolist(), next_tokens.tolist())):
+                for row, (index, token) in enumerate(zip(live.tolist(), next_tokens.tolist(), strict=True)):
                     tokens[index].append(token)
                     if sampling.stop and not done[row]:  # a stop string ends the row like EOS
                         done[row] = self._stopped(tokens[index], sampling.stop)
@@ -103,7 +113,12 @@ class HFEngine:
                 keep = (~done).nonzero().squeeze(-1)
                 if len(keep) < len(live):
                     cache.batch_select_indices(keep)
-                    live, attention, positions, next_tokens = live[keep], attention[keep], positions[keep], next_tokens[keep]
+                    live, attention, positions, next_tokens = (
+                        live[keep],
+                        attention[keep],
+                        positions[keep],
+                        next_tokens[keep],
+                    )
                 attention = torch.cat([attention, attention.new_ones(len(live), 1)], dim=-1)
                 positions = positions[:, -1:] + 1
                 logits = self._next_logits(next_tokens.unsqueeze(-1), attention, positions, cache)
@@ -111,7 +126,7 @@ class HFEngine:
         return [
             Completion(cut_at_stop(self.tokenizer.decode(toks, skip_special_tokens=True), sampling.stop),
                        len(prompt), len(toks), latency, reason, shared)
-            for prompt, toks, reason, shared in zip(prompts, tokens, finish, cached)
+            for prompt, toks, reason, shared in zip(prompts, tokens, finish, cached, strict=True)
         ]
 
     def _stopped(self, tokens: list[int], stop: tuple[str, ...]) -> bool:

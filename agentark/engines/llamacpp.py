@@ -31,8 +31,14 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from agentark.engines.base import (Completion, Conversation, EngineRequestError, SamplingParams, TextSink,
-                                   cached_prompt_tokens)
+from agentark.engines.base import (
+    Completion,
+    Conversation,
+    EngineRequestError,
+    SamplingParams,
+    TextSink,
+    cached_prompt_tokens,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +178,9 @@ class LlamaCppEngine:
     def _error(self, error: Any) -> LlamaCppError:
         message = error.get("message", error) if isinstance(error, dict) else error
         if isinstance(error, dict) and error.get("type") == "exceed_context_size_error":
-            return LlamaCppContextError(f"llama.cpp ({self.path.name}): {message} (raise --engine-option n_ctx_per_seq)")
+            return LlamaCppContextError(
+                f"llama.cpp ({self.path.name}): {message} (raise --engine-option n_ctx_per_seq)"
+            )
         return LlamaCppError(f"llama.cpp ({self.path.name}): {message}")
 
     def close(self) -> None:

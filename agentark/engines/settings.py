@@ -9,12 +9,15 @@ change the text produced (:meth:`EngineSettings.identity`): those enter a run's 
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from agentark.defaults import DEFAULT_BATCH_SIZE
 from agentark.errors import one_line_error
+from agentark.models.hardware import cpu_info
 
 _DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
@@ -89,8 +92,12 @@ class HFSettings(EngineSettings):
                          "AVX512-BF16, float32 elsewhere, where bf16 is emulated and slower), float32 (fp32), "
                          "bfloat16 (bf16), float16 (fp16). Set it to compare engines at one precision; it "
                          "changes the numbers, so it is in the run hash.")
-    batch_size: int = Field(32, ge=1, description="Sequences per forward pass. Larger is faster until memory "
-                            "runs out; lower it on an out-of-memory error.")
+    batch_size: int = Field(
+        DEFAULT_BATCH_SIZE,
+        ge=1,
+        description="Sequences per forward pass. Larger is faster until memory "
+        "runs out; lower it on an out-of-memory error.",
+    )
 
 
 class OpenAISettings(EngineSettings):
@@ -137,6 +144,24 @@ class VLLMSettings(EngineSettings):
                                         "not prefilled again. Turn it off to measure without it.")
 
 
+ENGINE_NAMES = ("auto", "llamacpp", "hf", "openai", "vllm")
+
+
+def resolve_engine_kind(kind: str) -> str:
+    """``auto`` -> the concrete engine for this machine; any other valid name unchanged."""
+    if kind not in ENGINE_NAMES:
+        raise ValueError(f"unknown engine {kind!r}; valid engines: {', '.join(ENGINE_NAMES)}")
+    if kind != "auto":
+        return kind
+    import torch  # lazy: the llamacpp and openai engines run without torch (1-3 s to import)
+
+    if torch.cuda.is_available():
+        return "vllm" if importlib.util.find_spec("vllm") else "hf"
+    if cpu_info().fast_bf16:
+        return "hf"
+    return "llamacpp" if importlib.util.find_spec("xllamacpp") else "hf"
+
+
 ENGINE_SETTINGS: dict[str, type[EngineSettings]] = {
     cls.model_fields["kind"].default: cls for cls in (LlamaCppSettings, HFSettings, OpenAISettings, VLLMSettings)}
 """Each concrete engine's settings class, by engine name."""
@@ -147,8 +172,6 @@ def engine_settings(kind: str, options: Mapping[str, Any] | None = None) -> Engi
 
     Raises a one-line ``ValueError`` naming the engine, the option and the valid options or values.
     """
-    from agentark.engines import resolve_engine_kind  # the package imports this module
-
     kind = resolve_engine_kind(kind)
     cls = ENGINE_SETTINGS[kind]
     try:

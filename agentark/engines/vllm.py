@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 
 from agentark.engines.base import Completion, Conversation, SamplingParams
+from agentark.models import resolve_model
 
 # The dtype spellings the rest of agentark accepts, in vLLM's vocabulary.
 _DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -33,8 +34,6 @@ class VLLMEngine:
         except ImportError as exc:
             raise ImportError("the vllm engine needs vLLM: pip install 'agentark[vllm]' (vllm 0.22-0.31, the range "
                               "TRL supports; on a CPU the llamacpp engine needs nothing more)") from exc
-        from agentark.models import resolve_model
-
         self.model_id = model
         self.llm = vllm.LLM(
             model=resolve_model(model),

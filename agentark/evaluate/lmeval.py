@@ -74,7 +74,7 @@ def lm_eval_correct(texts: Sequence[str], golds: Sequence[str], task: str = "gsm
         ensemble.apply(instances)
         predictions = [inst.filtered_resps[spec["name"]] for inst in instances]
         scores[spec["name"]] = [bool(exact_match_fn(predictions=[p], references=[r], **options)["exact_match"])
-                                for p, r in zip(predictions, references)]
+                                for p, r in zip(predictions, references, strict=True)]
     return scores
 
 

@@ -118,7 +118,7 @@ class SystemMetrics(BaseModel):
     latencies_s: list[float]
 
     def correct_by_id(self) -> dict[str, bool]:
-        return dict(zip(self.item_ids, self.correct))
+        return dict(zip(self.item_ids, self.correct, strict=True))
 
 
 # --- per-question quantities ----------------------------------------------------------------------
@@ -129,7 +129,7 @@ def vote_correct(turns: Sequence[AgentTurn], strict: bool = False) -> bool:
     answers = [t.answer_strict if strict else t.answer for t in turns]
     winner = majority_vote(answers)
     return winner is not None and any(
-        (t.correct_strict if strict else t.correct) for t, a in zip(turns, answers) if a == winner
+        (t.correct_strict if strict else t.correct) for t, a in zip(turns, answers, strict=True) if a == winner
     )
 
 
@@ -278,13 +278,16 @@ def aligned_correct(a: SystemMetrics, b: SystemMetrics) -> tuple[np.ndarray, np.
     if only_a or only_b:
         raise ValueError(
             f"{a.name} and {b.name} were evaluated on different items ({len(only_a)} only in {a.name}, "
-            f"{len(only_b)} only in {b.name}, e.g. {sorted(only_a | only_b)[:3]}); paired comparison needs the same items"
+            f"{len(only_b)} only in {b.name}, e.g. {sorted(only_a | only_b)[:3]}); "
+            "paired comparison needs the same items"
         )
     by_id = b.correct_by_id()
     return np.array(a.correct, dtype=bool), np.array([by_id[i] for i in a.item_ids], dtype=bool)
 
 
-def compare(student: SystemMetrics, mas: SystemMetrics, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> dict[str, Any]:
+def compare(
+    student: SystemMetrics, mas: SystemMetrics, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
+) -> dict[str, Any]:
     """Paired comparison of a candidate (``student``) with the multi-agent system on the same items.
 
     Returns ``n``, both accuracies, ``difference`` (student − MAS, with CI), ``relative`` (student / MAS,

@@ -61,9 +61,14 @@ _NAMES = ("Alex", "Maria", "Sam", "Priya", "Tom", "Yuki")
 # (pattern, alternative rewordings) applied to the whole prompt; only the lead instruction is
 # reworded, never the answer-format instruction, so answer extraction is unaffected.
 _PARAPHRASES: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
-    (re.compile(r"^What is the result of (?P<x>.+?)\?"), ("Compute {x}.", "Calculate {x}.", "Evaluate the expression {x}.")),
-    (re.compile(r"^Can you solve the following math problem\?"),
-     ("Solve this math problem.", "Work out the answer to this problem.")),
+    (
+        re.compile(r"^What is the result of (?P<x>.+?)\?"),
+        ("Compute {x}.", "Calculate {x}.", "Evaluate the expression {x}."),
+    ),
+    (
+        re.compile(r"^Can you solve the following math problem\?"),
+        ("Solve this math problem.", "Work out the answer to this problem."),
+    ),
     (re.compile(r"Explain your reasoning\."), ("Show your reasoning.", "Give your reasoning step by step.")),
 )
 
@@ -156,7 +161,9 @@ def perturb(task: Task, items: Sequence[Item], types: Sequence[str] = PERTURBATI
                 out.append(perturbed)
     skipped = len(items) * len(types) - len(out)
     if skipped:
-        logger.info("%d of %d item x perturbation pairs do not apply and were skipped", skipped, len(items) * len(types))
+        logger.info(
+            "%d of %d item x perturbation pairs do not apply and were skipped", skipped, len(items) * len(types)
+        )
     return out
 
 
@@ -240,7 +247,9 @@ def _row(ptype: str, outcomes: list[tuple[bool, bool | None]]) -> RobustnessRow:
     """``outcomes``: (perturbed correct, clean source correct or None when the source was not run)."""
     pairs = [(p, c) for p, c in outcomes if c is not None]
     kept = [p for p, c in pairs if c]
-    row = RobustnessRow(type=ptype, n=len(outcomes), accuracy=sum(p for p, _ in outcomes) / len(outcomes), paired=len(pairs))
+    row = RobustnessRow(
+        type=ptype, n=len(outcomes), accuracy=sum(p for p, _ in outcomes) / len(outcomes), paired=len(pairs)
+    )
     if pairs:
         row.clean_accuracy = sum(c for _, c in pairs) / len(pairs)
         row.drop = row.clean_accuracy - sum(p for p, _ in pairs) / len(pairs)
@@ -248,7 +257,9 @@ def _row(ptype: str, outcomes: list[tuple[bool, bool | None]]) -> RobustnessRow:
     return row
 
 
-def robustness_table(clean_traces: Sequence[QuestionTrace], perturbed_traces: Sequence[QuestionTrace]) -> RobustnessTable:
+def robustness_table(
+    clean_traces: Sequence[QuestionTrace], perturbed_traces: Sequence[QuestionTrace]
+) -> RobustnessTable:
     """Accuracy per perturbation type, and its drop from the clean accuracy on the same source items."""
     if not clean_traces or not perturbed_traces:
         raise ValueError("need clean and perturbed traces")
@@ -292,7 +303,7 @@ def review_probe(ctx: RunContext, items: Sequence[Item], first_traces: Sequence[
     conversations = [review_conversation(t) for t in first_traces]
     completions = ctx.engine.generate(conversations, ctx.sampling)
     reviewed = []
-    for trace, messages, completion in zip(first_traces, conversations, completions):
+    for trace, messages, completion in zip(first_traces, conversations, completions, strict=True):
         item = by_id[trace.item_id]
         turn = make_turn(ctx, item, 0, 1, messages, completion)
         reviewed.append(trace.model_copy(update={

@@ -52,7 +52,9 @@ def _diff(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
     return x.mean(axis=axis) - y.mean(axis=axis)
 
 
-def bootstrap_ci(values: Sequence[float] | np.ndarray, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0) -> Interval:
+def bootstrap_ci(
+    values: Sequence[float] | np.ndarray, n_boot: int = 2000, alpha: float = 0.05, seed: int = 0
+) -> Interval:
     """Percentile-bootstrap CI of the mean; the same seed gives the same interval."""
     x = _as_array(values)
     return _bootstrap((x,), _mean, x.mean(), n_boot, alpha, seed)
@@ -111,4 +113,4 @@ def mcnemar(a: Sequence[bool] | np.ndarray, b: Sequence[bool] | np.ndarray) -> d
 def percentiles(latencies: Sequence[float] | np.ndarray, qs: Sequence[float] = (50, 95, 99)) -> dict[float, float]:
     """``{q: q-th percentile}`` with linear interpolation between order statistics (numpy's default)."""
     x = _as_array(latencies, "latencies")
-    return {q: float(v) for q, v in zip(qs, np.percentile(x, list(qs), method="linear"))}
+    return {q: float(v) for q, v in zip(qs, np.percentile(x, list(qs), method="linear"), strict=True)}

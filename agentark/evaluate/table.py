@@ -7,7 +7,7 @@ answered, so runs of different sizes (a debate on a stated subset) pair exactly;
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from pydantic import BaseModel
 
@@ -73,9 +73,17 @@ def comparison_table(runs: Mapping[str, Sequence[QuestionTrace]], baseline: str)
     return rows
 
 
+def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A Markdown table, the one renderer of every table the package writes (results/ files, the gate's
+    report): a ``|`` or a line break inside a cell is escaped, so it cannot break its row."""
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(str(c).replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
+
+    return "\n".join([line(headers), "|" + "---|" * len(headers), *map(line, rows)])
+
+
 def to_markdown(rows: Sequence[TableRow], baseline: str) -> str:
-    """The table as Markdown, for results/ files."""
+    """The comparison table as Markdown, for results/ files."""
     header = [c if c != "difference (95% CI)" else f"vs {baseline} (95% CI)" for c in COLUMNS]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r.cells()) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    return markdown_table(header, (r.cells() for r in rows)) + "\n"

@@ -37,7 +37,9 @@ class GateConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    min_relative_accuracy: float = Field(0.95, gt=0.0, description="Student / MAS accuracy; its CI lower bound is tested.")
+    min_relative_accuracy: float = Field(
+        0.95, gt=0.0, description="Student / MAS accuracy; its CI lower bound is tested."
+    )
     alpha: float = Field(0.05, gt=0.0, lt=1.0, description="1 - confidence level of the accuracy CI.")
     n_boot: int = Field(2000, ge=100)
     seed: int = 0
@@ -45,7 +47,10 @@ class GateConfig(BaseModel):
     p99_latency_s: float | None = Field(None, gt=0.0)
     max_perturbation_failure_rate: float | None = Field(0.2, ge=0.0, le=1.0)
     hybrid_threshold: float | None = Field(
-        None, description="Fixed student-confidence threshold below which the hybrid falls back; None = choose from the data.")
+        None,
+        description="Fixed student-confidence threshold below which the hybrid falls back; "
+        "None = choose from the data.",
+    )
 
 
 class GateResult(BaseModel):
@@ -116,7 +121,9 @@ def _arrays(student_confidences, student_correct, mas_correct) -> tuple[np.ndarr
     student = np.asarray(student_correct, dtype=bool)
     mas = np.asarray(mas_correct, dtype=bool)
     if not (conf.shape == student.shape == mas.shape) or conf.ndim != 1 or conf.size == 0:
-        raise ValueError(f"confidences and correctness must be equal-length, non-empty: {conf.shape}, {student.shape}, {mas.shape}")
+        raise ValueError(
+            f"confidences and correctness must be equal-length, non-empty: {conf.shape}, {student.shape}, {mas.shape}"
+        )
     return conf, student, mas
 
 
@@ -191,10 +198,12 @@ def _accuracy_gate(comparison: Mapping[str, Any], config: GateConfig) -> GateRes
     return GateResult(
         name="accuracy",
         status="pass" if passed else "fail",
-        reason=(f"student/MAS accuracy {rel['ratio']:.3f} ({level}% CI {rel['lo']:.3f}–{rel['hi']:.3f}); "
-                f"lower bound {rel['lo']:.3f} {'≥' if passed else '<'} {config.min_relative_accuracy:.3f} "
-                f"[{comparison['accuracy_student']:.3f} vs {comparison['accuracy_mas']:.3f} on {comparison['n']} items, "
-                f"McNemar p={mc['p_value']:.3g}]"),
+        reason=(
+            f"student/MAS accuracy {rel['ratio']:.3f} ({level}% CI {rel['lo']:.3f}–{rel['hi']:.3f}); "
+            f"lower bound {rel['lo']:.3f} {'≥' if passed else '<'} {config.min_relative_accuracy:.3f} "
+            f"[{comparison['accuracy_student']:.3f} vs {comparison['accuracy_mas']:.3f} on {comparison['n']} items, "
+            f"McNemar p={mc['p_value']:.3g}]"
+        ),
     )
 
 
@@ -217,9 +226,14 @@ def _robustness_gate(robustness: RobustnessTable | None, limit: float | None) ->
                           reason="no perturbed items paired with clean ones the student answered right")
     worst = max((r for r in robustness.rows if r.failure_rate is not None), key=lambda r: r.failure_rate)
     passed = rate <= limit
-    return GateResult(name="robustness", status="pass" if passed else "fail",
-                      reason=(f"perturbation failure rate {rate:.3f} {'≤' if passed else '>'} {limit:.3f} "
-                              f"over {robustness.overall.paired} paired items (worst: {worst.type} {worst.failure_rate:.3f})"))
+    return GateResult(
+        name="robustness",
+        status="pass" if passed else "fail",
+        reason=(
+            f"perturbation failure rate {rate:.3f} {'≤' if passed else '>'} {limit:.3f} "
+            f"over {robustness.overall.paired} paired items (worst: {worst.type} {worst.failure_rate:.3f})"
+        ),
+    )
 
 
 def _cost_gate(student: SystemMetrics, mas: SystemMetrics) -> GateResult:

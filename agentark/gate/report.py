@@ -20,9 +20,9 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from agentark.evaluate.metrics import SystemMetrics
+from agentark.evaluate.metrics import EvalResult, SystemMetrics
 from agentark.evaluate.robustness import RobustnessTable
-from agentark.evaluate.metrics import EvalResult
+from agentark.evaluate.table import markdown_table
 from agentark.gate.decide import Decision
 
 logger = logging.getLogger(__name__)
@@ -108,7 +108,9 @@ def rounds_figure(metrics: Sequence[SystemMetrics]) -> Figure:
     for m in metrics:
         rounds = [r.round for r in m.rounds.rounds]
         line = ax.plot(rounds, [r.majority for r in m.rounds.rounds], "o-", label=f"{m.name} majority")[0]
-        ax.plot(rounds, [r.mean_agent for r in m.rounds.rounds], "s--", color=line.get_color(), label=f"{m.name} mean agent")
+        ax.plot(
+            rounds, [r.mean_agent for r in m.rounds.rounds], "s--", color=line.get_color(), label=f"{m.name} mean agent"
+        )
     ax.set_xlabel("round")
     ax.set_ylabel("accuracy")
     ax.set_xticks(sorted({r.round for m in metrics for r in m.rounds.rounds}))
@@ -169,8 +171,19 @@ def _comparison_section(decision: Decision) -> Section:
 
 
 def _robustness_section(robustness: Mapping[str, RobustnessTable]) -> Section:
-    rows = [[name, row.type, str(row.n), _num(row.accuracy), _num(row.clean_accuracy), _num(row.drop), _num(row.failure_rate)]
-            for name, table in robustness.items() for row in [*table.rows, table.overall]]
+    rows = [
+        [
+            name,
+            row.type,
+            str(row.n),
+            _num(row.accuracy),
+            _num(row.clean_accuracy),
+            _num(row.drop),
+            _num(row.failure_rate),
+        ]
+        for name, table in robustness.items()
+        for row in [*table.rows, table.overall]
+    ]
     return Section("Robustness", [
         "Drop and failure rate use perturbed items whose clean source was evaluated; failure rate = share "
         "wrong among those whose clean version was right."],
@@ -185,10 +198,17 @@ def _rounds_section(metrics: Sequence[SystemMetrics]) -> Section:
             f = flips.get(r.round)
             rows.append([m.name, str(r.round), _num(r.mean_agent), _num(r.majority),
                          str(f.wrong_to_right) if f else "–", str(f.right_to_wrong) if f else "–"])
-    paragraphs = [f"{m.name}: consensus rate {m.rounds.consensus_rate:.1%}, mean rounds run {m.rounds.mean_rounds_run:.2f}."
-                  for m in metrics]
-    return Section("Debate rounds", paragraphs, ["system", "round", "mean agent", "majority", "wrong→right", "right→wrong"],
-                   rows, "rounds.png")
+    paragraphs = [
+        f"{m.name}: consensus rate {m.rounds.consensus_rate:.1%}, mean rounds run {m.rounds.mean_rounds_run:.2f}."
+        for m in metrics
+    ]
+    return Section(
+        "Debate rounds",
+        paragraphs,
+        ["system", "round", "mean agent", "majority", "wrong→right", "right→wrong"],
+        rows,
+        "rounds.png",
+    )
 
 
 def _ood_section(metrics: Sequence[SystemMetrics], ood: Mapping[str, SystemMetrics]) -> Section:
@@ -242,10 +262,6 @@ def build_sections(metrics: Sequence[SystemMetrics], decision: Decision,
 # --- rendering ------------------------------------------------------------------------------------
 
 
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def render_markdown(title: str, sections: Sequence[Section]) -> str:
     lines = [f"# {title}", ""]
     for s in sections:
@@ -253,10 +269,7 @@ def render_markdown(title: str, sections: Sequence[Section]) -> str:
         for p in s.paragraphs:
             lines += [p, ""]
         if s.headers:
-            lines.append("| " + " | ".join(map(_md_cell, s.headers)) + " |")
-            lines.append("|" + "---|" * len(s.headers))
-            lines += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in s.rows]
-            lines.append("")
+            lines += [markdown_table(s.headers, s.rows), ""]
         if s.figure:
             lines += [f"![{s.title}]({s.figure})", ""]
     return "\n".join(lines)
@@ -272,9 +285,12 @@ th{background:#f3f3f3}.outcome{color:#fff;padding:.6em 1em;border-radius:6px;fon
 
 def render_html(title: str, outcome: str, sections: Sequence[Section], images: Mapping[str, bytes]) -> str:
     e = html.escape
-    parts = [f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{e(title)}</title><style>{_CSS}</style></head><body>",
-             f"<h1>{e(title)}</h1>",
-             f"<p class=\"outcome\" style=\"background:{OUTCOME_COLOURS.get(outcome, '#444')}\">{e(outcome)}</p>"]
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{e(title)}</title>"
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+        f"<p class=\"outcome\" style=\"background:{OUTCOME_COLOURS.get(outcome, '#444')}\">{e(outcome)}</p>",
+    ]
     for s in sections:
         parts.append(f"<h2>{e(s.title)}</h2>")
         parts += [f"<p>{e(p)}</p>" for p in s.paragraphs]

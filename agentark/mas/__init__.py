@@ -9,7 +9,11 @@ from agentark.mas.debate import Debate
 from agentark.mas.self_consistency import SelfConsistency
 from agentark.mas.single import SingleAgent
 
-SYSTEMS: dict[str, type[MultiAgentSystem]] = {"single": SingleAgent, "self_consistency": SelfConsistency, "debate": Debate}
+SYSTEMS: dict[str, type[MultiAgentSystem]] = {
+    "single": SingleAgent,
+    "self_consistency": SelfConsistency,
+    "debate": Debate,
+}
 SYSTEM_NAMES = tuple(SYSTEMS)
 
 
@@ -21,8 +25,19 @@ def get_system(name: str, **options) -> MultiAgentSystem:
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     unknown = set(options) - accepted
     if unknown:
-        raise ValueError(f"system {name!r} does not take {sorted(unknown)}; it takes {sorted(accepted) or 'no options'}")
+        raise ValueError(
+            f"system {name!r} does not take {sorted(unknown)}; it takes {sorted(accepted) or 'no options'}"
+        )
     return cls(**options)
 
 
-__all__ = ["Debate", "MultiAgentSystem", "RunContext", "SYSTEMS", "SYSTEM_NAMES", "SelfConsistency", "SingleAgent", "get_system"]
+__all__ = [
+    "Debate",
+    "MultiAgentSystem",
+    "RunContext",
+    "SYSTEMS",
+    "SYSTEM_NAMES",
+    "SelfConsistency",
+    "SingleAgent",
+    "get_system",
+]

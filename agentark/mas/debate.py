@@ -53,10 +53,14 @@ class Debate(MultiAgentSystem):
             jobs: list[tuple[Item, int, Conversation]] = []
             for item in active:
                 for agent in range(self.n_agents):
-                    prompt = first_prompt(ctx.task, item) if round_ == 0 else self._revise_prompt(ctx, item, agent, last[item.id])
+                    prompt = (
+                        first_prompt(ctx.task, item)
+                        if round_ == 0
+                        else self._revise_prompt(ctx, item, agent, last[item.id])
+                    )
                     jobs.append((item, agent, prompt))
             completions = ctx.engine.generate([p for _, _, p in jobs], ctx.sampling)
-            for (item, agent, prompt), completion in zip(jobs, completions):
+            for (item, agent, prompt), completion in zip(jobs, completions, strict=True):
                 turn = make_turn(ctx, item, agent, round_, prompt, completion)
                 turns[item.id].append(turn)
                 last.setdefault(item.id, [None] * self.n_agents)[agent] = turn  # type: ignore[list-item]
@@ -76,9 +80,16 @@ class Debate(MultiAgentSystem):
 
     def _summarise(self, ctx, items, last, turns, rounds_run, finals) -> None:
         """One extra agent reads all final solutions and decides; majority stays if it gives no answer."""
-        prompts = [[{"role": "user", "content": summarizer_prompt(ctx.task.question_prompt(item), [t.text for t in last[item.id]])}]
-                   for item in items]
-        for item, prompt, completion in zip(items, prompts, ctx.engine.generate(prompts, ctx.sampling)):
+        prompts = [
+            [
+                {
+                    "role": "user",
+                    "content": summarizer_prompt(ctx.task.question_prompt(item), [t.text for t in last[item.id]]),
+                }
+            ]
+            for item in items
+        ]
+        for item, prompt, completion in zip(items, prompts, ctx.engine.generate(prompts, ctx.sampling), strict=True):
             turn = make_turn(ctx, item, self.n_agents, rounds_run[item.id], prompt, completion, role="summarizer")
             turns[item.id].append(turn)
             if turn.answer is not None:

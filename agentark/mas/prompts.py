@@ -50,5 +50,7 @@ TEAM_SOLUTION = "Solution ({agree} of {total} agents reached this answer): ```{t
 def team_context(question: str, solutions: list[tuple[str, int, int]]) -> str:
     """The question plus the team's final solutions as ``(text, agents agreeing, agents)``: what an
     on-policy distillation teacher conditioned on the debate reads."""
-    peers = "\n\n".join(TEAM_SOLUTION.format(agree=a, total=n, text=t.strip()[:MAX_PEER_CHARS]) for t, a, n in solutions)
+    peers = "\n\n".join(
+        TEAM_SOLUTION.format(agree=a, total=n, text=t.strip()[:MAX_PEER_CHARS]) for t, a, n in solutions
+    )
     return TEAM_CONTEXT.format(question=question, peers=peers)

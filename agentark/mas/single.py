@@ -15,7 +15,7 @@ class SingleAgent(MultiAgentSystem):
         prompts = [first_prompt(ctx.task, item) for item in items]
         completions = ctx.engine.generate(prompts, ctx.sampling)
         traces = []
-        for item, messages, completion in zip(items, prompts, completions):
+        for item, messages, completion in zip(items, prompts, completions, strict=True):
             turn = make_turn(ctx, item, 0, 0, messages, completion)
             traces.append(self._trace(ctx, item, [turn], 1, turn.answer))
         return traces

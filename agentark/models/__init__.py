@@ -2,7 +2,15 @@
 
 from agentark.models.gguf import resolve_gguf
 from agentark.models.loading import load_model, load_tokenizer, pick_device, pick_dtype, resolve_model
-from agentark.models.packs import DEFAULT_MODEL, MODEL_PACKS, ModelPackError, materialize_pack, pack_files, pack_gguf, pack_sha256
+from agentark.models.packs import (
+    DEFAULT_MODEL,
+    MODEL_PACKS,
+    ModelPackError,
+    materialize_pack,
+    pack_files,
+    pack_gguf,
+    pack_sha256,
+)
 
 __all__ = [
     "DEFAULT_MODEL", "MODEL_PACKS", "ModelPackError", "load_model", "load_tokenizer", "materialize_pack",

@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Literal
 
+from agentark.models.loading import resolve_model
 from agentark.models.packs import MODEL_PACKS, cache_root, pack_gguf
 
 logger = logging.getLogger(__name__)
@@ -52,8 +53,6 @@ def resolve_gguf(name: str, outtype: OutType | None = None) -> Path:
     if name in MODEL_PACKS and outtype is None:
         return pack_gguf(name)
     outtype = outtype or "f16"
-    from agentark.models.loading import resolve_model
-
     local = Path(resolve_model(name))
     if not local.exists():  # a hub id
         from huggingface_hub import snapshot_download
@@ -98,7 +97,9 @@ def converter_dir() -> Path:
     """A directory holding llama.cpp's converter scripts: ``$AGENTARK_LLAMA_CPP`` or the cached sdist copy."""
     if env := os.environ.get("AGENTARK_LLAMA_CPP"):
         if not (Path(env) / "convert_hf_to_gguf.py").is_file():
-            raise GGUFError(f"$AGENTARK_LLAMA_CPP={env} has no convert_hf_to_gguf.py (point it at a llama.cpp checkout)")
+            raise GGUFError(
+                f"$AGENTARK_LLAMA_CPP={env} has no convert_hf_to_gguf.py (point it at a llama.cpp checkout)"
+            )
         return Path(env)
     dist, version = CONVERTER_SDIST
     target = cache_root() / f"llama.cpp-converter-{version}"

@@ -8,6 +8,7 @@ faster. So the inference dtype on CPU is chosen from ``/proc/cpuinfo``, never wr
 from __future__ import annotations
 
 import functools
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,8 +38,6 @@ class CPUInfo:
 @functools.cache
 def cpu_info(cpuinfo: str | None = None) -> CPUInfo:
     """Parse ``/proc/cpuinfo`` (or the given text); off Linux, flags are empty and bf16 counts as slow."""
-    import os
-
     if cpuinfo is None:
         path = Path("/proc/cpuinfo")
         cpuinfo = path.read_text(errors="replace") if path.exists() else ""

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agentark.models.adapters import adapter_base, is_adapter_dir, merged_adapter
+from agentark.models.hardware import cpu_info
 from agentark.models.packs import MODEL_PACKS, materialize_pack
 
 logger = logging.getLogger(__name__)
@@ -47,8 +48,6 @@ def pick_dtype(dtype: str = "auto", device: str = "cpu") -> Any:
     (``agentark.distill.training.device_training_args``).
     """
     import torch
-
-    from agentark.models.hardware import cpu_info
 
     if dtype == "auto":
         fast_bf16 = device.startswith("cuda") or (device == "cpu" and cpu_info().fast_bf16)

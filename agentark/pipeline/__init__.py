@@ -13,9 +13,10 @@ re-runs, in every stage directory.
 """
 
 from agentark.pipeline.cache import EngineSlot, RunConfigMismatch, StageError, StageRecord, check_stage, run_stage
+from agentark.pipeline.chunk import GenerateConfig, run_chunk
 from agentark.pipeline.distillation import Distilled, distill
 from agentark.pipeline.evaluation import EvalJob, EvaluateConfig, Evaluated, evaluate_job, evaluate_models
-from agentark.pipeline.generation import GenerateConfig, generate, run_chunk
+from agentark.pipeline.generation import generate
 from agentark.pipeline.run import PipelineConfig, PipelineError, run_pipeline
 
 __all__ = [

@@ -55,7 +55,9 @@ class StageRecord:
     cached: bool
 
 
-def check_stage(out_dir: str | Path, fingerprint: str, on_change: Literal["rerun", "refuse"] = "rerun") -> dict[str, Any] | None:
+def check_stage(
+    out_dir: str | Path, fingerprint: str, on_change: Literal["rerun", "refuse"] = "rerun"
+) -> dict[str, Any] | None:
     """The directory's record if it was made with ``fingerprint`` (to resume or reuse), else ``None``
     (a fresh start). Raises when the directory may not be used: foreign files in it, or (``refuse``)
     outputs of other settings. Cheap, so callers check before loading a model."""

@@ -18,7 +18,7 @@ from typing import Any
 
 from agentark.config import stable_hash
 from agentark.distill.registry import get_strategy
-from agentark.distill.training import TrainHooks, read_manifest
+from agentark.distill.training import NO_HOOKS, TrainHooks, read_manifest
 from agentark.pipeline.cache import free_memory, run_stage
 from agentark.traces.store import TRACES_FILE, read_traces
 
@@ -51,7 +51,7 @@ def stage_fingerprint(strategy: str, config: Any, traces: str | Path) -> str:
     return stable_hash({**get_strategy(strategy).identity(config), "traces": traces_fingerprint(traces)})
 
 
-def distill(strategy: str, config: Any, traces: str | Path, hooks: TrainHooks = TrainHooks()) -> Distilled:
+def distill(strategy: str, config: Any, traces: str | Path, hooks: TrainHooks = NO_HOOKS) -> Distilled:
     """Train ``strategy``'s student with ``config`` on ``traces``, unless the same one is already there
     (``config.force`` retrains). A strategy whose data builder keeps no sample from these traces is
     skipped with the reason, not an error: the pilot reports it and goes on with the others."""

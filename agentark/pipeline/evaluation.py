@@ -15,18 +15,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
 from agentark.config import SamplingConfig, StageConfig, WithSampling, stable_hash
+from agentark.defaults import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE
 from agentark.distill.training import read_manifest
 from agentark.evaluate.metrics import EvalResult, Pricing
 from agentark.mas import MultiAgentSystem
 from agentark.pipeline.cache import EngineSlot
-from agentark.pipeline.generation import GenerateConfig, generate
+from agentark.pipeline.chunk import GenerateConfig
+from agentark.pipeline.generation import generate
 from agentark.tasks import Task
 from agentark.tasks.base import Item
 from agentark.traces.schema import QuestionTrace
@@ -129,8 +131,8 @@ class EvaluateConfig(StageConfig, WithSampling):
                         "by default: students are HF weights, and a base pack's quantised GGUF is not a like-for-like "
                         "base (llamacpp with outtype f16 is).")
     engine_options: dict[str, Any] = Field(default_factory=dict)
-    batch_size: int = Field(32, ge=1)
-    chunk_size: int = Field(16, ge=1)
+    batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1)
+    chunk_size: int = Field(DEFAULT_CHUNK_SIZE, ge=1)
     backend: Literal["local", "ray"] = "local"
     workers: int = Field(2, ge=1)
     out: str = "runs/eval"
@@ -141,11 +143,10 @@ class EvaluateConfig(StageConfig, WithSampling):
         return list(dict.fromkeys([*self.models, *bases]))
 
     def job(self, model: str) -> EvalJob:
-        run = GenerateConfig(
-            task=self.task, task_options=self.task_options, split=self.split, skip=self.skip, n=self.n, system="single", model=model,
-            model_revision=model_revision(model), engine=self.engine, engine_options=self.engine_options,
-            sampling=self.sampling, batch_size=self.batch_size, chunk_size=self.chunk_size, backend=self.backend,
-            workers=self.workers, out=str(Path(self.out) / model_label(model)))
+        shared = self.model_dump(include={"task", "task_options", "split", "skip", "n", "sampling", "engine",
+                                          "engine_options", "batch_size", "chunk_size", "backend", "workers"})
+        run = GenerateConfig(**shared, system="single", model=model, model_revision=model_revision(model),
+                             out=str(Path(self.out) / model_label(model)))
         return EvalJob(model_label(model), run)
 
 
@@ -158,3 +159,20 @@ def evaluate_models(config: EvaluateConfig, pricing: Pricing | None = None,
         progress = (lambda d, t, name=job.name: on_progress(name, d, t)) if on_progress else None
         results.append(evaluate_job(job, on_progress=progress).result(pricing))
     return results
+
+
+@dataclass
+class Evaluations:
+    """Every evaluated system, grouped by what the report does with it."""
+
+    clean: dict[str, Evaluated] = field(default_factory=dict)
+    perturbed: dict[str, Evaluated] = field(default_factory=dict)
+    ood: dict[str, Evaluated] = field(default_factory=dict)
+    review: dict[str, Evaluated] = field(default_factory=dict)
+    confidence: Evaluated | None = None
+    gate_student: str = ""
+    sc_k: int | None = None
+
+    def all(self) -> list[Evaluated]:
+        groups = [self.clean, self.perturbed, self.ood, self.review]
+        return [e for g in groups for e in g.values()] + ([self.confidence] if self.confidence else [])

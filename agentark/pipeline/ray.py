@@ -2,7 +2,7 @@
 
 Why actors and not tasks: an engine (a model in memory, a llama.cpp server, a vLLM instance) is
 expensive to build, so each actor builds one once and then runs chunk after chunk through the same
-:func:`~agentark.pipeline.generation.run_chunk` the single-process path uses. A chunk's sampling seed
+:func:`~agentark.pipeline.chunk.run_chunk` the single-process path uses. A chunk's sampling seed
 depends only on the run seed and its question ids, so a chunk gives the same traces on any worker,
 and greedy runs equal the single-process traces record for record.
 
@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
+from agentark.engines import get_engine
+from agentark.mas import get_system
+from agentark.pipeline.chunk import GenerateConfig, run_chunk
+from agentark.tasks import get_task
 from agentark.tasks.base import Item
 from agentark.traces.schema import QuestionTrace
-
-if TYPE_CHECKING:
-    from agentark.pipeline.generation import GenerateConfig
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +35,7 @@ class GenerateWorker:
     """One engine, many chunks. Instantiated by Ray as an actor (see :func:`run_on_ray`)."""
 
     def __init__(self, config: dict, threads: int):
-        import torch
-
-        from agentark.engines import get_engine
-        from agentark.mas import get_system
-        from agentark.pipeline.generation import GenerateConfig
-        from agentark.tasks import get_task
+        import torch  # lazy: only a Ray worker sets torch's threads, and `agentark --help` need not load torch
 
         torch.set_num_threads(max(1, threads))  # this actor's CPU share, not the whole machine
         self.config = GenerateConfig.model_validate(config)
@@ -54,8 +49,6 @@ class GenerateWorker:
         self.items = {item.id: item for item in c.questions(self.task)}
 
     def run(self, item_ids: list[str]) -> list[dict]:
-        from agentark.pipeline.generation import run_chunk
-
         chunk: list[Item] = [self.items[i] for i in item_ids]
         return [trace.model_dump() for trace in run_chunk(self.config, self.task, self.system, self.engine, chunk)]
 
@@ -73,8 +66,10 @@ def run_on_ray(config: GenerateConfig, chunks: list[list[Item]]) -> Iterator[lis
     n_workers = min(config.workers, len(chunks))
     actor = ray.remote(max_restarts=MAX_RESTARTS, max_task_retries=MAX_RESTARTS)(GenerateWorker)
     threads = max(1, int(config.worker_cpus))
-    workers = [actor.options(num_cpus=config.worker_cpus, num_gpus=config.worker_gpus).remote(config.model_dump(), threads)
-               for _ in range(n_workers)]
+    workers = [
+        actor.options(num_cpus=config.worker_cpus, num_gpus=config.worker_gpus).remote(config.model_dump(), threads)
+        for _ in range(n_workers)
+    ]
     logger.info("ray: %d workers x %.1f CPU, %d chunks", n_workers, config.worker_cpus, len(chunks))
     try:
         pool = ActorPool(workers)

@@ -1,8 +1,9 @@
 """The pilot's last two stages: serve (latency over HTTP) and report (the rollout gate).
 
-They run after the evaluations (:func:`agentark.pipeline.run.run_pipeline` imports this module
-late, so this one may import the pipeline's types). Both are cached like every stage (:func:`~agentark.pipeline.cache.run_stage`) by what decides
-their numbers: the evaluations' fingerprints, the load, the gate's settings.
+They run after the evaluations (:func:`agentark.pipeline.run.run_pipeline`), on what they are given:
+the settings, the evaluations, a sink for progress events and, for serve, a way to free the engine
+the evaluations left loaded. Both are cached like every stage (:func:`~agentark.pipeline.cache.run_stage`)
+by what decides their numbers: the evaluations' fingerprints, the load, the gate's settings.
 """
 
 from __future__ import annotations
@@ -10,18 +11,27 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from agentark.config import stable_hash
 from agentark.engines import close_engine, get_engine
 from agentark.evaluate import EvalResult, RobustnessTable, review_metrics, robustness_table
-from agentark.gate import (Decision, HybridEstimate, ServedLatency, agreement_confidence, decide, plan_hybrid,
-                           write_report)
+from agentark.gate import (
+    Decision,
+    HybridEstimate,
+    ServedLatency,
+    agreement_confidence,
+    decide,
+    plan_hybrid,
+    write_report,
+)
 from agentark.mas import get_system
 from agentark.mas.base import first_prompt
 from agentark.pipeline.cache import StageRecord, free_memory, run_stage
-from agentark.pipeline.run import MAS, Evaluations, PipelineConfig, _Pipeline, student_name
+from agentark.pipeline.evaluation import Evaluations
+from agentark.pipeline.settings import MAS, EventCallback, PipelineConfig, student_name
 from agentark.serve.loadtest import load_label, measure_served
 from agentark.serve.systems import Hybrid, SingleModel, Team
 from agentark.tasks import get_task
@@ -43,15 +53,11 @@ def hybrid_plan(config: PipelineConfig, ev: Evaluations) -> HybridEstimate | Non
                        student_cost_per_query=confidence.metrics.cost_per_1k_usd / 1000.0)
 
 
-def _stage(run: _Pipeline, name: str, fingerprint: str, out, fn) -> StageRecord:
-    record = run_stage(name, fingerprint, out, fn)
-    run.done(name, record.cached)
-    return record
-
-
-def serve(config: PipelineConfig, ev: Evaluations, hybrid: HybridEstimate | None, run: _Pipeline) -> StageRecord | None:
+def serve(config: PipelineConfig, ev: Evaluations, hybrid: HybridEstimate | None, emit: EventCallback,
+          release_engines: Callable[[], None]) -> StageRecord | None:
     """The serve stage: student, team and (where the gate found a router) the hybrid, served one
-    after the other and load-tested."""
+    after the other and load-tested. ``release_engines`` frees the model the evaluations left loaded
+    (often the teacher) before the served engines load: not a second copy in memory."""
     if not config.serve.enabled:
         return None
     student = {student_name(x): str(config.student_dir(x)) for x in config.strategies}[ev.gate_student]
@@ -64,17 +70,20 @@ def serve(config: PipelineConfig, ev: Evaluations, hybrid: HybridEstimate | None
                      "max_new_tokens": e.sampling.max_new_tokens},
         "engines": [config.engine_for("student"), config.engine_for("teacher")],
     })
-    return _stage(run, "serve", fingerprint, config.root / "served",
-                  partial(_serve, config, run, ev.gate_student, student, threshold))
+    return run_stage("serve", fingerprint, config.root / "served",
+                     partial(_serve, config, emit, release_engines, ev.gate_student, student, threshold))
 
 
-def _serve(config: PipelineConfig, run: _Pipeline, student_label: str, student_model: str,
-           threshold: float | None) -> dict[str, Any]:
+def _serve(config: PipelineConfig, emit: EventCallback, release_engines: Callable[[], None], student_label: str,
+           student_model: str, threshold: float | None) -> dict[str, Any]:
     e, load = config.evaluate, config.serve
     task = get_task(config.task, **config.task_options)
     conversations = [first_prompt(task, item) for item in task.items("held-out", load.requests)]
-    (student_kind, student_options), (teacher_kind, teacher_options) = config.engine_for("student"), config.engine_for("teacher")
-    run.engines.release()  # the last evaluation's model (often the teacher): not a second copy in memory
+    (student_kind, student_options), (teacher_kind, teacher_options) = (
+        config.engine_for("student"),
+        config.engine_for("teacher"),
+    )
+    release_engines()
     student_engine = get_engine(student_kind, student_model, **student_options)
     teacher_engine = get_engine(teacher_kind, config.teacher, **teacher_options)
     team = Team(teacher_engine, get_system(MAS, **config.generate_config().system_options()), task)
@@ -85,7 +94,7 @@ def _serve(config: PipelineConfig, run: _Pipeline, student_label: str, student_m
     served = {}
     try:
         for i, (name, system, temperature) in enumerate(systems):
-            run.emit("serve", f"load-testing {name}", i, len(systems))
+            emit("serve", f"load-testing {name}", i, len(systems))
             result = measure_served(system, conversations, n=load.requests, concurrency=load.concurrency,
                                     rate=load.rate, max_tokens=e.sampling.max_new_tokens, temperature=temperature)
             served[name] = ServedLatency(
@@ -101,21 +110,23 @@ def _serve(config: PipelineConfig, run: _Pipeline, student_label: str, student_m
 
 
 def report(config: PipelineConfig, ev: Evaluations, skipped: dict[str, str], hybrid: HybridEstimate | None,
-           served: StageRecord | None, run: _Pipeline) -> StageRecord:
+           served: StageRecord | None, emit: EventCallback) -> StageRecord:
     fingerprint = stable_hash({
         "evaluations": {e.name: e.fingerprint for e in ev.all()}, "gate_student": ev.gate_student,
         "skipped": skipped, "pricing": config.pricing.model_dump(), "gate": config.gate.model_dump(),
         "title": config.title, "served": served.fingerprint if served else None,
     })
-    latencies = {name: ServedLatency.model_validate(v) for name, v in (served.result["served"] if served else {}).items()}
-    return _stage(run, "report", fingerprint, config.root / "report",
-                  partial(_report, config, run, ev, skipped, hybrid, latencies))
+    latencies = {
+        name: ServedLatency.model_validate(v) for name, v in (served.result["served"] if served else {}).items()
+    }
+    return run_stage("report", fingerprint, config.root / "report",
+                     partial(_report, config, emit, ev, skipped, hybrid, latencies))
 
 
-def _report(config: PipelineConfig, run: _Pipeline, ev: Evaluations, skipped: dict[str, str],
+def _report(config: PipelineConfig, emit: EventCallback, ev: Evaluations, skipped: dict[str, str],
             hybrid: HybridEstimate | None, served: dict[str, ServedLatency]) -> dict[str, Any]:
     out = config.root / "report"
-    run.emit("report", "gating", 0, None)
+    emit("report", "gating", 0, None)
     results = {name: e.result(config.pricing) for name, e in ev.clean.items()}
     robustness = {name: robustness_table(results[name].traces, e.traces()) for name, e in ev.perturbed.items()}
     student, mas = results[ev.gate_student].metrics, results[MAS].metrics

@@ -36,6 +36,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from agentark.defaults import DEFAULT_BATCH_SIZE
 from agentark.engines.base import Completion, Conversation, Engine, EngineRequestError, SamplingParams, StreamingEngine
 from agentark.engines.openai import is_loopback_host
 from agentark.serve.metrics import MetricsMiddleware, ServerMetrics
@@ -251,7 +252,7 @@ class MicroBatcher(Generic[R]):
     """
 
     def __init__(self, run: Callable[[list[Conversation], SamplingParams], list[R]], max_batch_wait_ms: float = 10.0,
-                 max_batch_size: int = 32, max_in_flight: int = 1):
+                 max_batch_size: int = DEFAULT_BATCH_SIZE, max_in_flight: int = 1):
         if max_batch_size < 1 or max_in_flight < 1:
             raise ValueError(f"max_batch_size and max_in_flight must be >= 1, got {max_batch_size}, {max_in_flight}")
         self.run = run
@@ -402,7 +403,7 @@ def create_app(
     api_key: str | None = None,
     served_model_name: str | None = None,
     max_batch_wait_ms: float = 10.0,
-    max_batch_size: int = 32,
+    max_batch_size: int = DEFAULT_BATCH_SIZE,
     limits: RequestLimits | None = None,
 ) -> FastAPI:
     """Serve ``system`` (an engine is served as a single model) as ``served_model_name`` on ``/v1``.
@@ -431,7 +432,9 @@ def create_app(
         finally:
             await batcher.stop()
 
-    app = FastAPI(title="agentark", summary=f"OpenAI-compatible API serving {model_name} ({system.name})", lifespan=lifespan)
+    app = FastAPI(
+        title="agentark", summary=f"OpenAI-compatible API serving {model_name} ({system.name})", lifespan=lifespan
+    )
     app.state.system = system
     app.state.api_key_required = api_key is not None
     app.state.complete = batcher.generate  # CompleteFn; replace to route requests elsewhere
@@ -452,7 +455,10 @@ def create_app(
 
     @app.get("/v1/models", dependencies=auth)
     async def models() -> dict:
-        return {"object": "list", "data": [{"id": model_name, "object": "model", "created": created, "owned_by": "agentark"}]}
+        return {
+            "object": "list",
+            "data": [{"id": model_name, "object": "model", "created": created, "owned_by": "agentark"}],
+        }
 
     def validated(body: ChatCompletionRequest) -> tuple[Conversation, SamplingParams]:
         if body.model != model_name:

@@ -23,8 +23,10 @@ import httpx
 import numpy as np
 from pydantic import BaseModel
 
+from agentark.defaults import DEFAULT_BATCH_SIZE
 from agentark.engines.base import Conversation
 from agentark.evaluate.stats import percentiles
+from agentark.serve.app import background_server, create_app
 from agentark.serve.systems import ROUTE_HEADER
 
 
@@ -83,7 +85,9 @@ async def _one(client: httpx.AsyncClient, url: str, body: dict) -> _Outcome:
         if response.status_code != 200:
             return _Outcome(False, latency, None, 0)
         usage = response.json().get("usage") or {}
-        return _Outcome(True, latency, latency, int(usage.get("completion_tokens", 0)), response.headers.get(ROUTE_HEADER))
+        return _Outcome(
+            True, latency, latency, int(usage.get("completion_tokens", 0)), response.headers.get(ROUTE_HEADER)
+        )
     except (httpx.HTTPError, json.JSONDecodeError, KeyError, IndexError):
         return _Outcome(False, time.perf_counter() - start, None, 0)
 
@@ -157,12 +161,10 @@ async def run_load(base_url: str, model: str, conversations: Sequence[Conversati
 
 def measure_served(system, conversations: Sequence[Conversation], *, n: int, concurrency: int | None = None,
                    rate: float | None = None, max_tokens: int = 256, temperature: float | None = 0.0,
-                   stream: bool = False, max_duration_s: float = 600.0, max_batch_size: int = 32,
+                   stream: bool = False, max_duration_s: float = 600.0, max_batch_size: int = DEFAULT_BATCH_SIZE,
                    seed: int = 0) -> LoadResult:
     """Serve ``system`` (a :class:`~agentark.serve.systems.ServedSystem` or an engine) on a loopback
     port of this machine for the duration of one load test, and measure it as a client would."""
-    from agentark.serve.app import background_server, create_app
-
     with background_server(create_app(system, served_model_name="served", max_batch_size=max_batch_size)) as base:
         return asyncio.run(run_load(f"{base}/v1", "served", conversations, n=n, concurrency=concurrency, rate=rate,
                                     max_tokens=max_tokens, temperature=temperature, stream=stream,

@@ -16,13 +16,14 @@ as the report estimated.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import uuid
-import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
+from agentark.defaults import DEFAULT_TEMPERATURE
 from agentark.engines.base import Completion, Conversation, Engine, SamplingParams
 from agentark.gate.decide import agreement_confidence
 from agentark.mas import MultiAgentSystem, RunContext, SelfConsistency
@@ -35,11 +36,6 @@ logger = logging.getLogger(__name__)
 SERVED_SYSTEMS = ("single", "self_consistency", "debate", "hybrid")
 ROUTE_HEADER = "X-AgentArk-Route"
 """Response header naming the path that answered (:attr:`Reply.route`)."""
-
-TEAM_TEMPERATURE = 0.7
-"""Voting systems sample (identical greedy agents would all agree in round 0) unless a request sets
-its own ``temperature``; a single model follows OpenAI's default of 1.0."""
-
 
 @dataclass(frozen=True)
 class Reply:
@@ -135,7 +131,7 @@ def reply_from_trace(trace: QuestionTrace, route: str, confidence: float | None 
 class Team:
     """A multi-agent system (debate, self-consistency) over one engine, answering each request."""
 
-    default_temperature = TEAM_TEMPERATURE
+    default_temperature = DEFAULT_TEMPERATURE  # voters sample unless a request sets temperature
 
     def __init__(self, engine: Engine, system: MultiAgentSystem, task: Task):
         self.engine, self.system, self.task = engine, system, _ServedTask(task)
@@ -143,7 +139,9 @@ class Team:
         self.thread_safe = bool(getattr(engine, "thread_safe", False))
 
     def traces(self, conversations: list[Conversation], sampling: SamplingParams) -> list[QuestionTrace]:
-        return self.system.run(RunContext(task=self.task, engine=self.engine, sampling=sampling), as_items(conversations))
+        return self.system.run(
+            RunContext(task=self.task, engine=self.engine, sampling=sampling), as_items(conversations)
+        )
 
     def answer(self, conversations: list[Conversation], sampling: SamplingParams) -> list[Reply]:
         return [reply_from_trace(trace, self.name) for trace in self.traces(conversations, sampling)]
@@ -153,7 +151,7 @@ class Hybrid:
     """The student answers ``k`` times; below ``threshold`` agreement, the team answers instead."""
 
     name = "hybrid"
-    default_temperature = TEAM_TEMPERATURE
+    default_temperature = DEFAULT_TEMPERATURE  # voters sample unless a request sets temperature
 
     def __init__(self, student: Engine, team: Team, task: Task, threshold: float, k: int = 3):
         if k < 2:
@@ -186,7 +184,7 @@ class Hybrid:
                     reply = reply_from_trace(traces[i], "student", confidence[traces[i].item_id])
                     replies[i] = replace(reply, fallback_error=error)
                 return replies  # type: ignore[return-value]
-            for i, team_trace in zip(fallback, team_traces):
+            for i, team_trace in zip(fallback, team_traces, strict=True):
                 student = traces[i]
                 spent = (sum(t.prompt_tokens for t in student.turns), sum(t.completion_tokens for t in student.turns))
                 replies[i] = reply_from_trace(team_trace, "team", confidence[student.item_id], spent)

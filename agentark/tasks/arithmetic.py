@@ -26,7 +26,9 @@ DEFAULT_SIZE = 1000
 
 def _check(operands: Sequence[int], operators: Sequence[str]) -> None:
     if not operands or len(operators) != len(operands) - 1:
-        raise ValueError(f"need one operator fewer than operands, got {len(operands)} operands, {len(operators)} operators")
+        raise ValueError(
+            f"need one operator fewer than operands, got {len(operands)} operands, {len(operators)} operators"
+        )
     bad = [op for op in operators if op not in OPERATORS]
     if bad:
         raise ValueError(f"unsupported operators {bad}; supported: {' '.join(OPERATORS)}")
@@ -36,7 +38,7 @@ def evaluate_expression(operands: Sequence[int], operators: Sequence[str]) -> in
     """Value of ``operands[0] op0 operands[1] op1 ...`` with ``*`` binding tighter than ``+``/``-``."""
     _check(operands, operators)
     total, sign, term = 0, 1, operands[0]
-    for op, operand in zip(operators, operands[1:]):
+    for op, operand in zip(operators, operands[1:], strict=True):
         if op == "*":
             term *= operand
         else:
@@ -49,7 +51,7 @@ def format_expression(operands: Sequence[int], operators: Sequence[str]) -> str:
     """``3+14*7-2``; a negative operand is parenthesised (``3+(-2)``) so the text stays unambiguous."""
     _check(operands, operators)
     words = [str(x) if x >= 0 else f"({x})" for x in operands]
-    return words[0] + "".join(op + word for op, word in zip(operators, words[1:]))
+    return words[0] + "".join(op + word for op, word in zip(operators, words[1:], strict=True))
 
 
 def split_of(expression: str) -> Split:

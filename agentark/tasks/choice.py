@@ -82,7 +82,9 @@ class ChoiceTask(FileTask):
             question = require_text(row, self.question_field, self.path, line)
             choices = row.get(self.choices_field)
             if not isinstance(choices, list) or not all(isinstance(c, str) and c.strip() for c in choices):
-                raise DataFormatError(self.path, line, f"field {self.choices_field!r} must be a list of non-empty strings")
+                raise DataFormatError(
+                    self.path, line, f"field {self.choices_field!r} must be a list of non-empty strings"
+                )
             if not 2 <= len(choices) <= len(LETTERS):
                 raise DataFormatError(self.path, line, f"need 2 to {len(LETTERS)} choices, got {len(choices)}")
             if row.get(self.answer_field) is None:
@@ -95,7 +97,7 @@ class ChoiceTask(FileTask):
         return items
 
     def question_prompt(self, item: Item) -> str:
-        options = "\n".join(f"({letter}) {text}" for letter, text in zip(LETTERS, item.meta["choices"]))
+        options = "\n".join(f"({letter}) {text}" for letter, text in zip(LETTERS, item.meta["choices"], strict=False))
         return (f"{item.question}\n\n{options}\n\nExplain your reasoning, then state your answer at the end of the "
                 "response as \\boxed{X}, where X is the letter of the correct option.")
 

@@ -23,10 +23,23 @@ _NUMBER_IN_TEXT = re.compile(r"(?:(?<![\w.)\]])-)?\$?(?<![\d.,])(?:\d{1,3}(?:,\d
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mbox)\s*\{([^{}]*)\}")
 _FRACTION = re.compile(r"(?P<sign>-?)\s*\\[dt]?frac\s*\{\s*(?P<num>-?\d+)\s*\}\s*\{\s*(?P<den>-?\d+)\s*\}")
 _SLASH = re.compile(r"(?P<num>-?\d+)\s*/\s*(?P<den>-?\d+)")
-_LEADING_NUMBER = re.compile(r"(?P<sign>[-+]?)\s*\$?\s*(?P<sign2>[-+]?)(?P<digits>(?:\d+(?:,\d{3})*(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d{1,3})?)")
+_LEADING_NUMBER = re.compile(
+    r"(?P<sign>[-+]?)\s*\$?\s*(?P<sign2>[-+]?)(?P<digits>(?:\d+(?:,\d{3})*(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d{1,3})?)"
+)
 _MAX_DIGITS = 300
 """Longer digit strings are not answers; refusing them keeps int/str conversion limits out of the way."""
-_LATEX_NOISE = {"\\!": "", "\\,": "", "\\;": "", "\\ ": " ", "\\left": "", "\\right": "", "\\$": "$", "\\%": "%", "{,}": ",", "\u2212": "-"}
+_LATEX_NOISE = {
+    "\\!": "",
+    "\\,": "",
+    "\\;": "",
+    "\\ ": " ",
+    "\\left": "",
+    "\\right": "",
+    "\\$": "$",
+    "\\%": "%",
+    "{,}": ",",
+    "\u2212": "-",
+}
 
 
 def last_boxed(text: str) -> str | None:

@@ -398,8 +398,11 @@ class ExperimentRunner:
                 return self.config.stage(ref).settings.get("model") if ref in self.config.stage_names else ref
             return s.settings.get("model") if hasattr(s, "settings") else None
 
+        def strategy(s: Stage) -> str | None:
+            return s.strategy if isinstance(s, DistillStage) else None
+
         candidates = [stage] + [s for s in self.config.stages if s is not stage and s.kind == stage.kind
-                                and model(s) == model(stage)]
+                                and model(s) == model(stage) and strategy(s) == strategy(stage)]
         metas = [(s.name, keep.read_meta(self.kept_dir(s.name))) for s in candidates]
         for name, meta in metas:
             if meta.get(key) and meta.get("cpu") == self.cpu:

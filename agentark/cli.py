@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import typer
 import yaml
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
-
-from agentark.defaults import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_SIZE, DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE
+from typer.core import TyperCommand, TyperOption
 
 # Each command imports the library it drives inside itself, not here: `agentark --help` imports this module
 # alone (0.4 s), while `python -X importtime -c "import agentark.pipeline"` measures 3.8 s (agentark.experiments
 # 5.2 s, agentark.serve 2.5 s with fastapi and matplotlib, agentark.config 0.7 s with pydantic) on a 2-core machine.
+# A command's own --help imports its config class (_ConfigCommand), as its run does.
 
 app = typer.Typer(
     help="AgentArk: distil a multi-agent LLM system into one fine-tuned model.",
@@ -94,66 +96,88 @@ def _opt(help: str, *names: str) -> Any:
     return typer.Option(*names, help=help)
 
 
-# Options that several commands take, declared once.
-TaskOpt = Annotated[str | None, _opt("Task: arithmetic, gsm8k, jsonl, choice. [default: arithmetic]")]
+class _ConfigCommand(TyperCommand):
+    """A command whose options are documented by its config class: an option given no help of its own shows
+    its config field's description and default, so both are written once, in the config. The field is the
+    option's parameter name (or ``renames[name]``; sampling fields are read in the ``sampling`` section).
+    The config is imported only when ``--help`` is shown: it brings in the library (seconds), and
+    `agentark --help` or a command's run must not pay for it."""
+
+    config: ClassVar[str] = ""  # "module:Class"
+    renames: ClassVar[dict[str, str]] = {}
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        module, _, name = self.config.partition(":")
+        config = getattr(importlib.import_module(module), name)
+        for param in self.params:
+            if isinstance(param, TyperOption) and not param.help and param.name:
+                param.help = _field_help(config, self.renames.get(param.name, param.name))
+        super().format_help(ctx, formatter)
+
+
+def _documented_by(config: str, **renames: str) -> Any:
+    """The command class of a command whose options are documented by ``config`` ("module:Class")."""
+    return type("ConfigCommand", (_ConfigCommand,), {"config": config, "renames": renames})
+
+
+def _field_help(config: Any, field: str) -> str | None:
+    """``field``'s description, then its default (where it has one), escaped for typer's Rich markup."""
+    from agentark.config import SAMPLING_FIELDS
+
+    fields = config.model_fields
+    if field not in fields and field in SAMPLING_FIELDS and "sampling" in fields:
+        sampling = fields["sampling"].get_default(call_default_factory=True)  # this config's sampling defaults
+        info, default = type(sampling).model_fields[field], getattr(sampling, field)
+    elif field in fields:
+        info = fields[field]
+        default = None if info.is_required() else info.get_default(call_default_factory=True)
+    else:
+        return None
+    if isinstance(default, bool):
+        default = "yes" if default else "no"
+    shown = "" if default in (None, {}, []) else f" [default: {default}]"
+    return escape(f"{info.description or ''}{shown}".strip()) or None
+
+
+# Options that several commands take with a help of their own (the command line's form of a config field).
 DataOpt = Annotated[str | None, _opt("Data file for file-based tasks (gsm8k, jsonl, choice).")]
 TaskOptionOpt = Annotated[list[str] | None, _opt("Task setting key=value (repeatable; typed per task, e.g. "
                                                  "n_operands=4).", "--task-option")]
 EngineOptionOpt = Annotated[list[str] | None, _opt(
     "Engine setting key=value (repeatable; typed per engine), e.g. n_ctx_per_seq=4096 (llamacpp), dtype=bfloat16 "
     "(hf), base_url=http://127.0.0.1:8000/v1 (openai).", "--engine-option")]
-MaxNewTokensOpt = Annotated[int | None, _opt("Max generated tokens per agent turn. "
-                                             f"[default: {DEFAULT_MAX_NEW_TOKENS}]")]
-SeedOpt = Annotated[int | None, _opt("Run seed: each chunk samples with a seed of it and the chunk's question ids. "
-                                     "[default: 0]")]
-BatchSizeOpt = Annotated[int | None, _opt("Sequences decoded together (hf batch, llamacpp parallel slots). "
-                                          f"[default: {DEFAULT_BATCH_SIZE}]")]
-ChunkSizeOpt = Annotated[int | None, _opt("Questions per batch; traces are saved after each. "
-                                          f"[default: {DEFAULT_CHUNK_SIZE}]")]
-BackendOpt = Annotated[str | None, _opt("local (one process) or ray (chunks over Ray actors, one engine each). "
-                                        "[default: local]")]
-WorkersOpt = Annotated[int | None, _opt("Ray actors (--backend ray). [default: 2]")]
-SkipOpt = Annotated[int | None, _opt("Skip the first SKIP questions of the split: `--split train --skip 200` is a dev "
-                                     "slice past the 200 questions a team debated, to tune on without touching "
-                                     "held-out items. [default: 0]")]
 ConfigOpt = Annotated[Path | None, _opt("YAML with the command's config fields (flags given here override it).")]
 
 
-@app.command()
+@app.command(cls=_documented_by("agentark.pipeline.chunk:GenerateConfig"))
 def generate(
-    task: TaskOpt = None,
-    system: Annotated[str | None, _opt("Multi-agent system: debate, self_consistency, single. "
-                                       "[default: debate]")] = None,
-    agents: Annotated[int | None, _opt("Debate agents (or k samples for self_consistency). [default: 3]")] = None,
-    rounds: Annotated[int | None, _opt("Debate rounds (1 = no revision). [default: 2]")] = None,
-    n: Annotated[int | None, _opt("Number of questions (the first n of the split). [default: 50]")] = None,
-    model: Annotated[str | None, _opt("Model pack name, local path or HF hub id. [default: the embedded pack]")] = None,
-    out: Annotated[str | None, _opt("Run directory (traces.jsonl, stage.json). [default: runs/debate]")] = None,
-    split: Annotated[str | None, _opt("train or held-out. [default: train]")] = None,
-    skip: SkipOpt = None,
+    task: str | None = None,
+    system: str | None = None,
+    agents: int | None = None,
+    rounds: int | None = None,
+    n: int | None = None,
+    model: str | None = None,
+    out: str | None = None,
+    split: str | None = None,
+    skip: int | None = None,
     data: DataOpt = None,
     task_option: TaskOptionOpt = None,
-    temperature: Annotated[float | None, _opt(f"Sampling temperature (0 = greedy). "
-                                              f"[default: {DEFAULT_TEMPERATURE}]")] = None,
-    top_p: Annotated[float | None, _opt("Nucleus sampling p. [default: 1.0]")] = None,
-    max_new_tokens: MaxNewTokensOpt = None,
-    seed: SeedOpt = None,
-    engine: Annotated[str | None, _opt("Engine: auto (the fastest here), llamacpp, hf, openai, vllm. "
-                                       "[default: auto]")] = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    max_new_tokens: int | None = None,
+    seed: int | None = None,
+    engine: str | None = None,
     engine_option: EngineOptionOpt = None,
-    batch_size: BatchSizeOpt = None,
-    chunk_size: ChunkSizeOpt = None,
-    chunks_in_flight: Annotated[int | None, _opt("Chunks run at once on an engine that serves concurrent calls "
-                                                 "(llamacpp, openai). [default: 2]")] = None,
-    summarizer: Annotated[bool | None, _opt("Add a summariser agent that decides the final answer. [default: no]",
-                                            "--summarizer/--no-summarizer")] = None,
-    early_stop: Annotated[bool | None, _opt("Stop a question's debate once all agents agree. [default: yes]",
-                                            "--early-stop/--no-early-stop")] = None,
-    backend: BackendOpt = None,
-    workers: WorkersOpt = None,
-    worker_cpus: Annotated[float | None, _opt("CPUs per Ray actor. [default: 1]")] = None,
-    worker_gpus: Annotated[float | None, _opt("GPUs per Ray actor. [default: 0]")] = None,
-    ray_address: Annotated[str | None, _opt("Ray cluster to join (default: start a local one).")] = None,
+    batch_size: int | None = None,
+    chunk_size: int | None = None,
+    chunks_in_flight: int | None = None,
+    summarizer: Annotated[bool | None, typer.Option("--summarizer/--no-summarizer")] = None,
+    early_stop: Annotated[bool | None, typer.Option("--early-stop/--no-early-stop")] = None,
+    backend: str | None = None,
+    workers: int | None = None,
+    worker_cpus: float | None = None,
+    worker_gpus: float | None = None,
+    ray_address: str | None = None,
     config: ConfigOpt = None,
 ) -> None:
     """Run a multi-agent system over a task's questions and store every agent's every round.
@@ -303,30 +327,26 @@ def distill(
     console.print(f"[green]student {'up to date' if result.cached else 'saved'}[/green] in {result.path}")
 
 
-@app.command()
+@app.command(cls=_documented_by("agentark.pipeline.evaluation:EvaluateConfig", model="models"))
 def evaluate(
-    model: Annotated[list[str] | None, _opt("Model(s) to evaluate: student dir, pack name or hub id (repeatable).")
-                     ] = None,
-    task: TaskOpt = None,
+    model: list[str] | None = None,
+    task: str | None = None,
     data: DataOpt = None,
     task_option: TaskOptionOpt = None,
-    split: Annotated[str | None, _opt("held-out (questions never used for training traces) or train. "
-                                      "[default: held-out]")] = None,
-    n: Annotated[int | None, typer.Option(help="Number of questions. [default: 50]")] = None,
-    skip: SkipOpt = None,
-    base: Annotated[bool | None, _opt("Also evaluate each student's base model on the same items. [default: yes]",
-                                      "--base/--no-base")] = None,
-    engine: Annotated[str | None, _opt("Engine of every model (compare a student and its base on one engine): auto, "
-                                       "hf, llamacpp, openai, vllm. [default: hf]")] = None,
+    split: str | None = None,
+    n: int | None = None,
+    skip: int | None = None,
+    base: Annotated[bool | None, typer.Option("--base/--no-base")] = None,
+    engine: str | None = None,
     engine_option: EngineOptionOpt = None,
-    batch_size: BatchSizeOpt = None,
-    chunk_size: ChunkSizeOpt = None,
-    backend: BackendOpt = None,
-    workers: WorkersOpt = None,
-    temperature: Annotated[float | None, typer.Option(help="Decoding temperature. [default: 0, greedy]")] = None,
-    max_new_tokens: MaxNewTokensOpt = None,
-    seed: SeedOpt = None,
-    out: Annotated[str | None, _opt("Directory for evaluation traces and results.json. [default: runs/eval]")] = None,
+    batch_size: int | None = None,
+    chunk_size: int | None = None,
+    backend: str | None = None,
+    workers: int | None = None,
+    temperature: float | None = None,
+    max_new_tokens: int | None = None,
+    seed: int | None = None,
+    out: str | None = None,
     config: ConfigOpt = None,
 ) -> None:
     """Single-agent accuracy (strict and flexible, bootstrap 95% CI), tokens and measured wall time per model.
@@ -445,28 +465,23 @@ def run_pipeline_command(pipeline: Annotated[Path, typer.Argument(help="Pipeline
     console.print(f"report: {result['report']['report.html']}")
 
 
-@app.command()
+@app.command(cls=_documented_by("agentark.serve.settings:LoadtestConfig"))
 def loadtest(
-    url: Annotated[str | None, typer.Option(help="Base URL of an OpenAI-compatible server, e.g. "
-                                                  "http://127.0.0.1:8000/v1.")] = None,
-    model: Annotated[str | None, typer.Option(help="Model name the server serves.")] = None,
-    task: Annotated[str | None, typer.Option(help="Task whose questions are sent. [default: arithmetic]")] = None,
+    url: str | None = None,
+    model: str | None = None,
+    task: str | None = None,
     data: DataOpt = None,
-    split: Annotated[str | None, typer.Option(help="held-out or train. [default: held-out]")] = None,
-    n: Annotated[int | None, typer.Option(help="Requests to send (questions are cycled). [default: 100]")] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Closed loop: requests in flight.")] = None,
-    rate: Annotated[float | None, typer.Option(help="Open loop: Poisson arrivals per second.")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="max_tokens of each request.")] = None,
-    stream: Annotated[bool | None, typer.Option("--stream/--no-stream", help="Send stream=true and measure time "
-                                                 "to first token.")] = None,
-    temperature: Annotated[float | None, typer.Option(help="Request temperature (greedy for a single model). "
-                                                           "[default: 0]")] = None,
-    server_temperature: Annotated[bool | None, typer.Option(
-        "--server-temperature/--no-server-temperature", help="Send no temperature: the served system's default "
-        "applies (a voting team or the hybrid samples).")] = None,
-    duration: Annotated[float | None, typer.Option(help="Stop sending after this many seconds.")] = None,
-    api_key_env: Annotated[str | None, typer.Option(help="Environment variable holding the server's API key.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Write the result as JSON here.")] = None,
+    split: str | None = None,
+    n: int | None = None,
+    concurrency: int | None = None,
+    rate: float | None = None,
+    max_tokens: int | None = None,
+    stream: Annotated[bool | None, typer.Option("--stream/--no-stream")] = None,
+    temperature: float | None = None,
+    server_temperature: Annotated[bool | None, typer.Option("--server-temperature/--no-server-temperature")] = None,
+    duration: float | None = None,
+    api_key_env: str | None = None,
+    out: Path | None = None,
     config: ConfigOpt = None,
 ) -> None:
     """Latency as users see it: p50/p95/p99 end to end (and TTFT), throughput, error rate, at a fixed
@@ -506,39 +521,28 @@ def loadtest(
         Path(cfg.out).write_text(result.model_dump_json(indent=2))
 
 
-@app.command()
+@app.command(cls=_documented_by("agentark.serve.settings:ServeConfig"))
 def serve(
-    model: Annotated[str | None, typer.Option(help="Model pack, local path (e.g. a student) or hub id; the hybrid's "
-                                                    "student. [default: the embedded pack]")] = None,
-    system: Annotated[str | None, typer.Option(help="What answers: single (the model), self_consistency or debate "
-                                                     "(a team of --team-model), hybrid (student first, team below "
-                                                     "--threshold). [default: single]")] = None,
-    team_model: Annotated[str | None, typer.Option(help="The team's model (default: --model).")] = None,
-    task: Annotated[str | None, typer.Option(help="Task whose answer format the team votes on (arithmetic, gsm8k, "
-                                                   "choice, ...). [default: gsm8k]")] = None,
-    agents: Annotated[int | None, typer.Option(help="Team agents (debate) or samples (self_consistency). "
-                                                     "[default: 3]")] = None,
-    rounds: Annotated[int | None, typer.Option(help="Debate rounds. [default: 2]")] = None,
-    k: Annotated[int | None, typer.Option(help="Hybrid: student samples whose agreement is its confidence. "
-                                                "[default: 3]")] = None,
-    threshold: Annotated[float | None, typer.Option(help="Hybrid: fall back to the team below this agreement.")] = None,
-    decision: Annotated[Path | None, typer.Option(help="Hybrid: a pilot's report/decision.json, whose threshold is "
-                                                       "used.")] = None,
-    engine: Annotated[str | None, _opt("Engine: auto, llamacpp, hf, openai, vllm. [default: auto]")] = None,
+    model: str | None = None,
+    system: str | None = None,
+    team_model: str | None = None,
+    task: str | None = None,
+    agents: int | None = None,
+    rounds: int | None = None,
+    k: int | None = None,
+    threshold: float | None = None,
+    decision: Path | None = None,
+    engine: str | None = None,
     engine_option: EngineOptionOpt = None,
-    host: Annotated[str | None, typer.Option(help="Bind address; the default keeps the server on this machine. "
-                                                   "[default: 127.0.0.1]")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (1-65535). [default: 8000]")] = None,
-    api_key_env: Annotated[str | None, typer.Option(help="Environment variable holding the API key clients must "
-                                                          "send. [default: AGENTARK_API_KEY]")] = None,
-    served_model_name: Annotated[str | None, typer.Option(help="Model name reported by /v1/models.")] = None,
-    max_batch_wait_ms: Annotated[float | None, typer.Option(help="How long to gather concurrent requests into one "
-                                                                 "batch. [default: 10]")] = None,
-    max_batch_size: Annotated[int | None, typer.Option(help="Most requests merged into one engine call. "
-                                                            f"[default: {DEFAULT_BATCH_SIZE}]")] = None,
-    max_body_bytes: Annotated[int | None, typer.Option(help="Larger request bodies get 413.")] = None,
-    max_prompt_chars: Annotated[int | None, typer.Option(help="Longer prompts (all messages) get 400.")] = None,
-    max_tokens: Annotated[int | None, typer.Option(help="Larger max_tokens requests get 400.")] = None,
+    host: str | None = None,
+    port: int | None = None,
+    api_key_env: str | None = None,
+    served_model_name: str | None = None,
+    max_batch_wait_ms: float | None = None,
+    max_batch_size: int | None = None,
+    max_body_bytes: int | None = None,
+    max_prompt_chars: int | None = None,
+    max_tokens: int | None = None,
     config: ConfigOpt = None,
 ) -> None:
     """Serve a model, a team or the hybrid behind an OpenAI-compatible API (/v1/chat/completions, /v1/models)."""

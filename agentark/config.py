@@ -19,7 +19,6 @@ from typing import Any, ClassVar, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from agentark.defaults import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE
 from agentark.engines.base import SamplingParams
 from agentark.errors import one_line_error
 
@@ -58,23 +57,27 @@ class StageConfig(BaseModel):
         return load_config(cls, path, overrides)
 
 
+_PARAMS = SamplingParams.__pydantic_fields__
+
+
 class SamplingConfig(BaseModel):
     """How a stage decodes: one typed object in every stage config, turned into the engines'
     :class:`~agentark.engines.SamplingParams` per chunk by :meth:`params` (the one seed rule)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    temperature: float = Field(DEFAULT_TEMPERATURE, ge=0.0, description="0 = greedy.")
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling p.")
-    max_new_tokens: int = Field(DEFAULT_MAX_NEW_TOKENS, ge=1, description="Most tokens generated per agent turn.")
-    seed: int = Field(0, description="Run seed; each chunk samples with chunk_seed(seed, its question ids).")
+    # Declared once, in SamplingParams (type, default, bounds, description); the run seed is this class's own.
+    temperature: float = _PARAMS["temperature"]
+    top_p: float = _PARAMS["top_p"]
+    max_new_tokens: int = _PARAMS["max_new_tokens"]
+    seed: int = Field(0, description="Run seed: each chunk samples with a seed of it and the chunk's question ids "
+                      "(chunk_seed).")
 
     def params(self, item_ids: Sequence[str]) -> SamplingParams:
         """The engines' sampling object for one chunk of questions. Its seed depends only on the run
         seed and the chunk's ids, so a resumed chunk, or the same chunk on another Ray worker,
         samples alike."""
-        return SamplingParams(temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens,
-                              seed=chunk_seed(self.seed, item_ids))
+        return SamplingParams(**self.model_dump(exclude={"seed"}), seed=chunk_seed(self.seed, item_ids))
 
 
 class WithSampling(BaseModel):

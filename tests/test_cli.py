@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+import typer
 from typer.testing import CliRunner
 
 from agentark.cli import app
@@ -161,3 +162,25 @@ def test_serve_and_loadtest_validate_their_settings_like_every_command(tmp_path)
     config.write_text("url: http://127.0.0.1:1/v1\nmodel: m\nn: 0\n")
     load = runner.invoke(app, ["loadtest", "--config", str(config)])
     assert load.exit_code == 2 and "serve.yaml" in load.output and "n must be >= 1" in load.output
+
+
+def test_options_are_documented_by_their_config_fields():
+    """An option's help and default come from its config field (written once, there), not from cli.py."""
+    from agentark.config import SamplingConfig
+    from agentark.pipeline.evaluation import EvaluateConfig
+    from agentark.serve.settings import LoadtestConfig, ServeConfig
+
+    commands = typer.main.get_command(app).commands
+    for name, config in (("generate", GenerateConfig), ("evaluate", EvaluateConfig), ("serve", ServeConfig),
+                         ("loadtest", LoadtestConfig)):
+        command = commands[name]
+        command.get_help(typer.Context(command))  # fills the help texts in from the config
+        assert all(p.help for p in command.params), [p.name for p in command.params if not p.help]
+        assert config.model_fields["task"].description in next(p.help for p in command.params if p.name == "task")
+    wide = CliRunner(env={"COLUMNS": "400", "TERMINAL_WIDTH": "400"})
+    generate_help = " ".join(wide.invoke(app, ["generate", "--help"]).output.split())
+    assert f"{SamplingConfig.model_fields['max_new_tokens'].description} [default: 256]" in generate_help
+    assert "[default: 50]" in generate_help and "[default: no]" in generate_help  # --n, --summarizer
+    evaluate_help = " ".join(wide.invoke(app, ["evaluate", "--help"]).output.split())
+    assert "(0 = greedy). [default: 0.0]" in evaluate_help and "[default: runs/eval]" in evaluate_help
+    assert "[default: 8000]" in " ".join(wide.invoke(app, ["serve", "--help"]).output.split())

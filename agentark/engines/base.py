@@ -11,6 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from pydantic import Field
+from pydantic.dataclasses import dataclass as validated_dataclass
+
 from agentark.defaults import DEFAULT_MAX_NEW_TOKENS, DEFAULT_TEMPERATURE
 
 Message = dict[str, str]
@@ -19,14 +22,16 @@ Message = dict[str, str]
 Conversation = list[Message]
 
 
-@dataclass(frozen=True)
+@validated_dataclass(frozen=True)
 class SamplingParams:
-    """Decoding settings shared by all engines (names follow vLLM / OpenAI)."""
+    """Decoding settings shared by all engines (names follow vLLM / OpenAI). The one declaration of the
+    sampling fields: :class:`agentark.config.SamplingConfig`, their user-facing form in every stage config,
+    takes its fields from here, and turns into one of these per chunk."""
 
-    temperature: float = DEFAULT_TEMPERATURE
-    top_p: float = 1.0
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-    seed: int | None = None
+    temperature: float = Field(DEFAULT_TEMPERATURE, ge=0.0, description="Sampling temperature (0 = greedy).")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling p.")
+    max_new_tokens: int = Field(DEFAULT_MAX_NEW_TOKENS, ge=1, description="Max generated tokens per agent turn.")
+    seed: int | None = None  # per request / chunk; SamplingConfig's run seed makes it (chunk_seed)
     # Forces exactly max_new_tokens per completion (EOS is ignored). Only benchmarks use it, so that
     # a naive loop and a batched run do the same amount of work.
     ignore_eos: bool = False

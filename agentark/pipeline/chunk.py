@@ -26,11 +26,12 @@ class GenerateConfig(StageConfig, WithSampling):
     task: str = Field("arithmetic", description="Task name (arithmetic, gsm8k, jsonl, choice).")
     task_options: dict[str, Any] = Field(default_factory=dict, description="The task's settings (typed per task: "
                                          "agentark.tasks.TASK_SETTINGS), e.g. path for file tasks.")
-    split: Literal["train", "held-out"] = "train"
+    split: Literal["train", "held-out"] = Field("train", description="train or held-out (questions never used for "
+                                                "training traces).")
     n: int = Field(50, ge=1, description="Number of questions (the first n of the split after `skip`).")
     skip: int = Field(0, ge=0, description="Questions of the split passed over first: a dev slice past the ones a "
                       "team debated (`split: train, skip: 200`), to tune on without reading held-out items.")
-    system: str = Field("debate", description="single, self_consistency or debate.")
+    system: str = Field("debate", description="Multi-agent system: debate, self_consistency or single.")
     agents: int = Field(3, ge=1, description="Debate agents, or k samples for self_consistency.")
     rounds: int = Field(2, ge=1, description="Debate rounds (1 = no revision).")
     early_stop: bool = Field(True, description="Stop a question's debate once all agents agree.")
@@ -60,7 +61,7 @@ class GenerateConfig(StageConfig, WithSampling):
     workers: int = Field(2, ge=1, description="Ray actors (backend ray).")
     worker_cpus: float = Field(1.0, gt=0, description="CPUs per Ray actor (its engine's threads).")
     worker_gpus: float = Field(0.0, ge=0, description="GPUs per Ray actor.")
-    ray_address: str | None = Field(None, description="Ray cluster to join (None: start a local one).")
+    ray_address: str | None = Field(None, description="Ray cluster to join (default: start a local one).")
 
     operational_fields: ClassVar[frozenset[str]] = frozenset(
         {

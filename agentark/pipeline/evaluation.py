@@ -112,16 +112,20 @@ def model_revision(model: str) -> str:
     return (manifest or {}).get("fingerprint", "")
 
 
+_GENERATE = GenerateConfig.model_fields  # the settings an evaluation passes on to its generate runs
+
+
 class EvaluateConfig(StageConfig, WithSampling):
     """``agentark evaluate``: models one by one, greedy, single agent, on the same held-out items."""
 
     operational_fields: ClassVar[frozenset[str]] = frozenset({"out", "backend", "workers", "batch_size"})
 
-    models: list[str] = Field(min_length=1, description="Students (directories), packs, paths or hub ids.")
+    models: list[str] = Field(min_length=1, description="Models to evaluate: students (directories), packs, paths "
+                              "or hub ids (on the command line: --model, repeatable).")
     base: bool = Field(True, description="Also evaluate each student's base model (from its manifest).")
-    task: str = "arithmetic"
-    task_options: dict[str, Any] = Field(default_factory=dict)
-    split: Literal["train", "held-out"] = "held-out"
+    task: str = Field("arithmetic", description=_GENERATE["task"].description)
+    task_options: dict[str, Any] = Field(default_factory=dict, description=_GENERATE["task_options"].description)
+    split: Literal["train", "held-out"] = Field("held-out", description=_GENERATE["split"].description)
     n: int = Field(50, ge=1, description="Questions (the first n of the split after `skip`).")
     skip: int = Field(0, ge=0, description="Questions of the split passed over first (`split: train, skip: 200`: a dev "
                       "slice past the debated train questions).")
@@ -130,12 +134,12 @@ class EvaluateConfig(StageConfig, WithSampling):
     engine: str = Field("hf", description="One engine for every model, so that a student and its base compare; hf "
                         "by default: students are HF weights, and a base pack's quantised GGUF is not a like-for-like "
                         "base (llamacpp with outtype f16 is).")
-    engine_options: dict[str, Any] = Field(default_factory=dict)
-    batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1)
-    chunk_size: int = Field(DEFAULT_CHUNK_SIZE, ge=1)
-    backend: Literal["local", "ray"] = "local"
-    workers: int = Field(2, ge=1)
-    out: str = "runs/eval"
+    engine_options: dict[str, Any] = Field(default_factory=dict, description=_GENERATE["engine_options"].description)
+    batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, description=_GENERATE["batch_size"].description)
+    chunk_size: int = Field(DEFAULT_CHUNK_SIZE, ge=1, description=_GENERATE["chunk_size"].description)
+    backend: Literal["local", "ray"] = Field("local", description=_GENERATE["backend"].description)
+    workers: int = Field(2, ge=1, description=_GENERATE["workers"].description)
+    out: str = Field("runs/eval", description="Directory for evaluation traces (one run per model) and results.json.")
 
     def all_models(self) -> list[str]:
         """The models, then each student's base, each once (two students of one base share it)."""

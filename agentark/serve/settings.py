@@ -26,7 +26,8 @@ class ServeConfig(BaseModel):
     system: str = Field("single", description="What answers: single (the model), self_consistency or debate (a team "
                         "of team_model), hybrid (student first, team below threshold).")
     team_model: str | None = Field(None, description="The team's model (default: model).")
-    task: str = Field("gsm8k", description="Task whose answer format the team votes on.")
+    task: str = Field("gsm8k", description="Task whose answer format the team votes on (arithmetic, gsm8k, choice, "
+                      "...).")
     agents: int = Field(3, ge=1, description="Team agents (debate) or samples (self_consistency).")
     rounds: int = Field(2, ge=1, description="Debate rounds.")
     k: int = Field(3, ge=2, description="Hybrid: student samples whose agreement is its confidence.")
@@ -36,14 +37,15 @@ class ServeConfig(BaseModel):
     engine: str = Field("auto", description="Engine: auto, llamacpp, hf, openai, vllm.")
     engine_options: dict[str, Any] = Field(default_factory=dict, description="The engine's settings.")
     host: str = Field("127.0.0.1", description="Bind address; the default keeps the server on this machine.")
-    port: int = Field(8000, ge=1, le=65535)
+    port: int = Field(8000, ge=1, le=65535, description="Port (1-65535).")
     api_key_env: str = Field(API_KEY_ENV, description="Environment variable holding the API key clients must send.")
     served_model_name: str | None = Field(None, description="Model name reported by /v1/models (default: model).")
     max_batch_wait_ms: float = Field(10.0, ge=0.0, description="How long to gather concurrent requests into one "
                                      "batch.")
     max_batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, description="Most requests merged into one engine call.")
     max_body_bytes: int = Field(RequestLimits.max_body_bytes, ge=1, description="Larger request bodies get 413.")
-    max_prompt_chars: int = Field(RequestLimits.max_prompt_chars, ge=1, description="Longer prompts get 400.")
+    max_prompt_chars: int = Field(RequestLimits.max_prompt_chars, ge=1, description="Longer prompts (all "
+                                  "messages) get 400.")
     max_tokens: int = Field(RequestLimits.max_tokens, ge=1, description="Larger max_tokens requests get 400.")
 
     @model_validator(mode="after")
@@ -69,14 +71,15 @@ class LoadtestConfig(BaseModel):
     task: str = Field("arithmetic", description="Task whose questions are sent.")
     task_options: dict[str, Any] = Field(default_factory=dict, description="The task's settings (path for file "
                                          "tasks).")
-    split: Literal["held-out", "train"] = "held-out"
+    split: Literal["held-out", "train"] = Field("held-out", description="held-out or train.")
     n: int = Field(100, ge=1, description="Requests to send (questions are cycled).")
     concurrency: int | None = Field(None, ge=1, description="Closed loop: requests in flight.")
     rate: float | None = Field(None, gt=0.0, description="Open loop: Poisson arrivals per second.")
     max_tokens: int = Field(DEFAULT_MAX_NEW_TOKENS, ge=1, description="max_tokens of each request.")
     stream: bool = Field(False, description="Send stream=true and measure time to first token.")
     temperature: float = Field(0.0, ge=0.0, description="Request temperature (greedy for a single model).")
-    server_temperature: bool = Field(False, description="Send no temperature: the served system's default applies.")
+    server_temperature: bool = Field(False, description="Send no temperature: the served system's default "
+                                     "applies (a voting team or the hybrid samples).")
     duration: float = Field(600.0, gt=0.0, description="Stop sending after this many seconds.")
     api_key_env: str = Field(API_KEY_ENV, description="Environment variable holding the server's API key.")
     out: str | None = Field(None, description="Write the result as JSON here.")

@@ -53,7 +53,7 @@ def test_settings_mirror_the_backend_and_say_why(kind):
 def test_unknown_option_names_it_and_lists_the_valid_ones():
     with pytest.raises(ValueError) as err:
         engine_settings("hf", {"dtyp": "bf16"})
-    assert str(err.value) == "engine hf: unknown option 'dtyp'; valid options: batch_size, device, dtype"
+    assert str(err.value) == "engine hf: unknown option 'dtyp'; valid options: batch_size, device, dtype, prompt_cache"
 
 
 def test_bad_choice_lists_the_valid_values():
@@ -99,7 +99,8 @@ def test_get_engine_with_a_typo_fails_before_any_model_loads(monkeypatch):
     monkeypatch.setattr(HFEngine, "from_pretrained", loaded)
     monkeypatch.setattr(LlamaCppEngine, "__init__", loaded)
     with pytest.raises(
-        ValueError, match=r"^engine hf: unknown option 'batchsize'; valid options: batch_size, device, dtype$"
+        ValueError,
+        match=r"^engine hf: unknown option 'batchsize'; valid options: batch_size, device, dtype, prompt_cache$",
     ):
         get_engine("hf", "no/such-model", batchsize=4)
     with pytest.raises(ValueError, match=r"^engine llamacpp: unknown option 'n_paralel'"):
@@ -115,8 +116,8 @@ def test_build_engine_passes_the_validated_values(monkeypatch):
     monkeypatch.setattr(HFEngine, "from_pretrained", lambda name, **kw: calls.append((name, kw)) or "engine")
     assert get_engine("hf", "m", dtype="bf16", batch_size="8") == "engine"
     assert build_engine("n", HFSettings(device="cpu")) == "engine"
-    assert calls == [("m", {"device": "auto", "dtype": "bfloat16", "batch_size": 8}),
-                     ("n", {"device": "cpu", "dtype": "auto", "batch_size": 32})]
+    assert calls == [("m", {"device": "auto", "dtype": "bfloat16", "batch_size": 8, "prompt_cache": True}),
+                     ("n", {"device": "cpu", "dtype": "auto", "batch_size": 32, "prompt_cache": True})]
 
 
 def test_kind_and_batch_field():

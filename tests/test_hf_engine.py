@@ -1,7 +1,8 @@
 """The hf engine's own decode loop against ``model.generate``: same greedy tokens, whatever the batch.
 
-The loop pads left, shares the prefill of identical prompts and drops finished rows from the KV
-cache; none of that may change what a prompt generates.
+The loop pads left, shares the prefill of identical prompts, reuses the KV cache of earlier calls'
+sequences (tests/test_hf_prefix_cache.py) and drops finished rows from the KV cache; none of that may
+change what a prompt generates.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from agentark.engines.base import SamplingParams
-from agentark.engines.hf import HFEngine
+from agentark.engines.hf import HFEngine, PrefixStore
 
 CONVERSATIONS = [
     [{"role": "user", "content": "What is 3 + 4 * 2?"}],
@@ -39,6 +40,7 @@ def reference_tokens(engine: HFEngine, conversation, max_new_tokens: int) -> lis
 
 
 def test_greedy_batch_matches_model_generate_prompt_by_prompt(engine):
+    engine.prefixes = PrefixStore()  # an empty prompt cache: only the twin reuses a prefill
     sampling = SamplingParams(temperature=0.0, max_new_tokens=12)
     completions = engine.generate(CONVERSATIONS, sampling)
     for conversation, completion in zip(CONVERSATIONS, completions, strict=True):
@@ -50,6 +52,20 @@ def test_greedy_batch_matches_model_generate_prompt_by_prompt(engine):
                                             else "stop")
     # The twin's prompt came from the first one's prefill: that is what the engine reports as cached.
     assert [c.cached_prompt_tokens for c in completions] == [0, 0, completions[0].prompt_tokens, 0, 0]
+
+
+def test_greedy_with_a_warm_prompt_cache_still_matches_model_generate(engine):
+    """Second turns of the conversations start with what the first call generated: the engine prefills
+    only the rest (rows reusing different lengths, left-padded together), and every text is still
+    ``model.generate``'s on the unpadded prompt."""
+    sampling = SamplingParams(temperature=0.0, max_new_tokens=12)
+    firsts = engine.generate(CONVERSATIONS, sampling)
+    seconds = [conv + [{"role": "assistant", "content": c.text}, {"role": "user", "content": "Are you sure?"}]
+               for conv, c in zip(CONVERSATIONS, firsts, strict=True)]
+    for conversation, completion in zip(seconds, engine.generate(seconds, sampling), strict=True):
+        assert completion.text == engine.tokenizer.decode(reference_tokens(engine, conversation, 12),
+                                                          skip_special_tokens=True)
+        assert completion.cached_prompt_tokens >= len(engine._encode([conversation[:1]])[0])
 
 
 def test_identical_prompts_share_a_prefill_but_sample_independently(engine):

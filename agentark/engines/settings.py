@@ -84,7 +84,9 @@ class HFSettings(EngineSettings):
 
     kind: Literal["hf"] = "hf"
     batch_field: ClassVar[str | None] = "batch_size"
-    operational_fields: ClassVar[frozenset[str]] = frozenset({"batch_size", "device"})
+    # prompt_cache is operational: it decides which prompt tokens are prefilled, not what is written; like
+    # batch_size it moves logits in the last bits only (exact greedy texts in float32 on the tests' model).
+    operational_fields: ClassVar[frozenset[str]] = frozenset({"batch_size", "device", "prompt_cache"})
 
     device: str = Field("auto", description="auto (CUDA if present, else CPU), cpu, cuda or cuda:N. Set it to "
                         "pin a run to one GPU or to keep it off a busy one.")
@@ -98,6 +100,11 @@ class HFSettings(EngineSettings):
         description="Sequences per forward pass. Larger is faster until memory "
         "runs out; lower it on an out-of-memory error.",
     )
+    prompt_cache: bool = Field(True, description="Keep the KV cache of every sequence generated (least recently "
+                               "used dropped past 1 GiB) and prefill only what a later prompt adds to the longest "
+                               "one it starts with, token for token (a debate's later rounds then skip the "
+                               "question and the agent's own answer). Turn it off to prefill every prompt in full, "
+                               "e.g. to check that reuse changed no text.")
 
 
 class OpenAISettings(EngineSettings):

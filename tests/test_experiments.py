@@ -85,6 +85,8 @@ def test_killed_training_resumes_from_its_kept_checkpoint_in_a_fresh_clone(repo,
     status = {s.name: s for s in first.status()}
     assert (status["train/single"].state, status["students/sft"].state) == ("done", "partial")
     assert (status["students/sft"].done, status["students/sft"].total) == (2, 4)
+    first.run(only=["students/sft"])  # the training alone, on the traces its generate stage kept
+    assert read_manifest(clone / "runs/tiny/students/sft")["train"]["resumed_from"].endswith("checkpoint-2")
     rows = first.run()
     assert all(r.state == "done" for r in rows), rows
     manifest = read_manifest(clone / "runs/tiny/students/sft")

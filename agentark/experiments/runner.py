@@ -103,6 +103,7 @@ class ExperimentRunner:
             self.config.stage(name)  # unknown names fail before anything runs
         for name in redo:
             self._clear(name)
+        self.restore()
         for stage in self.config.stages:
             if only and stage.name not in only:
                 continue
@@ -112,6 +113,13 @@ class ExperimentRunner:
             {"generate": self._generate, "distill": self._distill, "evaluate": self._evaluate,
              "compare": self._compare}[stage.kind](stage)
         return self.status()
+
+    def restore(self) -> None:
+        """Put every kept run (traces and records) where the stages read it, before any stage runs: a
+        fresh clone then resumes a later stage alone (``--only``) on the inputs its earlier stages kept."""
+        for stage in self.config.stages:
+            if isinstance(stage, (GenerateStage, EvaluateStage)):
+                keep.restore_traces(self.kept_dir(stage.name), self.stage_dir(stage.name))
 
     def _emit(self, stage: str, message: str, done: int, total: int | None) -> None:
         if self.on_event:

@@ -164,12 +164,13 @@ class ExperimentRunner:
         if self.is_done(stage):
             return  # every question kept: nothing to load, nothing to rewrite
         config = stage.config(out, **self._adopted_engine(stage))
-        start = time.perf_counter()
+        start, first_done = time.perf_counter(), []  # the questions done when this session began
 
         def progress(done: int, total: int) -> None:
             self._emit(stage.name, "generating", done, total)
+            first_done[:] = first_done or [done]
             if keep.save_traces(out, kept_dir):
-                self._measure(stage.name, done, start)
+                self._measure(stage.name, done, start, first_done[0])
                 self._commit([kept_dir], f"{self.config.name}: {stage.name} {done} of {total} kept")
 
         generate(config, on_progress=progress)
@@ -196,15 +197,11 @@ class ExperimentRunner:
         keep.write_meta(kept_dir, cpu=self.cpu, s_per_question=wall / config.n if wall else None)
         self._finish_traces(stage.name, config.n)
 
-    def _measure(self, name: str, done: int, start: float) -> None:
+    def _measure(self, name: str, done: int, start: float, first_done: int) -> None:
         """s/question of this session's chunks on this CPU (an estimate for ``status``)."""
-        meta = keep.read_meta(self.kept_dir(name))
-        first = meta.get("session_start_done", done) if meta.get("session_start") == start else done
-        if done > first:
-            keep.write_meta(self.kept_dir(name), cpu=self.cpu, s_per_question=(time.perf_counter() - start) / (done - first),
-                            session_start=start, session_start_done=first)
-        else:
-            keep.write_meta(self.kept_dir(name), session_start=start, session_start_done=done)
+        if done > first_done:
+            keep.write_meta(self.kept_dir(name), cpu=self.cpu,
+                            s_per_question=(time.perf_counter() - start) / (done - first_done))
 
     def _finish_traces(self, name: str, n: int) -> None:
         kept_dir = self.kept_dir(name)
@@ -272,8 +269,8 @@ class ExperimentRunner:
         export_adapter(student, kept_dir / keep.ADAPTER)
         keep.save_records(student, kept_dir, ("stage.json",))
         shutil.rmtree(kept_dir / keep.CHECKPOINT, ignore_errors=True)
-        resources = (read_manifest(student) or {}).get("train", {})
         manifest = read_manifest(student) or {}
+        train = manifest.get("train", {})
         keep.write_meta(kept_dir, cpu=self.cpu, **{k: v for k, v in manifest.get("resources", {}).items() if k != "cpu"})
         paths = [kept_dir]
         if stage.publish:
@@ -282,7 +279,7 @@ class ExperimentRunner:
             tables = sorted(p.name for p in (self.cwd / self.config.results).glob("*.md"))
             (published / "README.md").write_text(model_card(stage.publish, published, self.config, stage, tables))
             paths.append(published)
-        self._commit(paths, f"{self.config.name}: {stage.name} trained ({resources.get('global_step')} steps, "
+        self._commit(paths, f"{self.config.name}: {stage.name} trained ({train.get('global_step')} steps, "
                             f"{manifest.get('dataset', {}).get('samples')} samples; {self.cpu}), bf16 adapter kept")
 
     def _restore_checkpoint(self, name: str) -> bool:
